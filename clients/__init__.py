@@ -1,0 +1,1 @@
+"""Sample relying-party applications for the Connect IdP."""

@@ -1,0 +1,1 @@
+"""Connect IdP: one OpenID Connect login for many products and agreements."""

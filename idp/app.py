@@ -1,0 +1,178 @@
+"""Application factory."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask, g, jsonify, render_template, request, session
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from . import security
+from .extensions import Runtime, babel, csrf, runtime
+from .identities.passwords import PasswordHasher
+from .oidc import keys as keys_module
+from .oidc import server as oidc_server
+from .sessions.interface import ServerSessionInterface
+from .settings import Settings, from_env
+from .storage import migrations
+from .storage.db import Database
+from .storage.ephemeral import make_store
+
+#: Paths answered in JSON: machines call them, not people.
+API_PREFIXES = ("/token", "/userinfo", "/jwks", "/.well-known", "/api/", "/healthz", "/readyz")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME=settings.session_cookie_name,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # The CSRF token lives as long as the session it is stored in.
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_SSL_STRICT=False,
+        BABEL_DEFAULT_LOCALE=settings.default_locale,
+        BABEL_TRANSLATION_DIRECTORIES=os.path.join(app.root_path, "translations"),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    security.configure(settings.secret_key)
+    database = Database(settings.database_url)
+    if settings.check_schema:
+        migrations.check_current(database.engine)
+    keys_module.generate(settings.keys_dir)
+    app.extensions["idp"] = Runtime(
+        settings=settings,
+        db=database,
+        store=make_store(database, settings.redis_url, settings.redis_prefix),
+        keys=keys_module.KeyRing(settings.keys_dir, settings.max_token_ttl, settings.keys_reload_interval),
+        passwords=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism),
+    )
+    app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
+
+    babel.init_app(app, locale_selector=_select_locale)
+    csrf.init_app(app)
+    with app.app_context():
+        server, protector = oidc_server.build(app)
+    app.extensions["authlib.server"] = server
+    app.extensions["authlib.protector"] = protector
+
+    _register_blueprints(app)
+    _register_handlers(app)
+    _register_cli(app)
+    return app
+
+
+def _select_locale():
+    supported = runtime().settings.supported_locales
+    # OIDC ui_locales: the RP's preference for this sign-in, in order.
+    for tag in (getattr(g, "ui_locales", None) or "").split():
+        base = tag.split("-")[0].lower()
+        if base in supported:
+            return base
+    if session.get("locale") in supported:
+        return session["locale"]
+    return request.accept_languages.best_match(supported) or runtime().settings.default_locale
+
+
+def _register_blueprints(app: Flask) -> None:
+    from .interaction.views import bp as interaction_bp
+    from .oidc.views import bp as oidc_bp
+
+    # Protocol endpoints authenticate clients and tokens instead; browsers'
+    # cookies never authorize anything there.
+    csrf.exempt(oidc_bp)
+    app.register_blueprint(oidc_bp)
+    app.register_blueprint(interaction_bp)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        checks = {}
+        try:
+            with runtime().db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:  # noqa: BLE001 - any failure means not ready
+            checks["database"] = f"error: {type(error).__name__}"
+        try:
+            runtime().store.ping()
+            checks["store"] = "ok"
+        except Exception as error:  # noqa: BLE001
+            checks["store"] = f"error: {type(error).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def _register_handlers(app: Flask) -> None:
+    @app.context_processor
+    def _template_helpers():
+        return {"current_locale": lambda: str(get_locale())}
+
+    @app.before_request
+    def _ui_locales():
+        g.ui_locales = request.args.get("ui_locales")
+
+    @app.after_request
+    def _security_headers(response):
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        if response.mimetype == "text/html":
+            headers.setdefault("X-Frame-Options", "DENY")
+            headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+            )
+            headers.setdefault("Cache-Control", "no-store")
+        if runtime().settings.issuer.startswith("https://"):
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.teardown_appcontext
+    def _remove_session(_exc):
+        runtime().db.remove()
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(error):
+        return render_template("errors/error.html", title=_("This form has expired"),
+                               message=_("Go back, reload the page and try again.")), 400
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        if _wants_json():
+            body = {"error": "invalid_request" if error.code < 500 else "server_error",
+                    "error_description": error.description if error.code < 500 else "Internal error"}
+            if error.code == 404:
+                body["error"] = "not_found"
+            return jsonify(body), error.code
+        return render_template("errors/error.html", title=error.name,
+                               message=error.description if error.code < 500 else ""), error.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        runtime().db.session.rollback()
+        if _wants_json():
+            return jsonify(error="server_error", error_description="Internal error"), 500
+        return render_template("errors/error.html", title=_("Something went wrong"),
+                               message=_("Please try again in a moment.")), 500
+
+
+def _register_cli(app: Flask) -> None:
+    from .cli import register
+
+    register(app)

@@ -1,0 +1,170 @@
+"""The ``idp`` command: Flask's CLI with each domain's commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
+
+from .extensions import db_session, runtime
+
+
+def _cli_app() -> Flask:
+    from .app import create_app
+    from .settings import from_env
+
+    # The CLI must work on an empty or old database: it is how you upgrade one.
+    return create_app(from_env().with_(check_schema=False))
+
+
+@click.group(cls=FlaskGroup, create_app=_cli_app, add_default_commands=False)
+def main():
+    """Connect IdP administration."""
+
+
+def register(app: Flask) -> None:
+    for group in (db, keys, clients_group):
+        app.cli.add_command(group)
+    app.cli.add_command(demo)
+    app.cli.add_command(serve)
+
+
+@click.group("db", help="Database schema.")
+def db():
+    pass
+
+
+@db.command("upgrade", help="Apply migrations up to the newest revision.")
+@with_appcontext
+def db_upgrade():
+    from .storage import migrations
+
+    migrations.upgrade(runtime().settings.database_url)
+    click.echo(f"database at {migrations.head_revision()}")
+
+
+@db.command("current", help="Show the schema revision.")
+@with_appcontext
+def db_current():
+    from .storage import migrations
+
+    click.echo(f"current: {migrations.current_revision(runtime().db.engine)}  head: {migrations.head_revision()}")
+
+
+@click.command("demo", help="Seed demo products, people, agreements and sample clients (idempotent).")
+@with_appcontext
+def demo():
+    from . import demo as demo_data
+
+    created = demo_data.seed(db_session(), runtime().passwords)
+    click.echo("created " + ", ".join(f"{n} {k}" for k, n in created.items()))
+    click.echo(f"demo logins: anna@example.com, bo@example.com, carl@example.com  password: {demo_data.DEMO_PASSWORD}")
+
+
+@click.group("keys", help="Signing keys.")
+def keys():
+    pass
+
+
+def _print_keys():
+    from .oidc import keys as key_files
+
+    for k in key_files.load_directory(runtime().settings.keys_dir):
+        click.echo(f"{k.kid}  {k.alg}  {k.state}")
+
+
+@keys.command("generate", help="Create the active and next keys if missing.")
+@with_appcontext
+def keys_generate():
+    from .oidc import keys as key_files
+
+    created = key_files.generate(runtime().settings.keys_dir)
+    click.echo(f"created {len(created)} key(s)")
+    _print_keys()
+
+
+@keys.command("rotate", help="Activate the next keys, retire the active ones, create new next keys.")
+@with_appcontext
+def keys_rotate():
+    from .oidc import keys as key_files
+
+    key_files.rotate(runtime().settings.keys_dir)
+    _print_keys()
+
+
+@keys.command("prune", help="Delete retired keys that no unexpired token can need.")
+@with_appcontext
+def keys_prune():
+    from .oidc import keys as key_files
+
+    removed = key_files.prune(runtime().settings.keys_dir, runtime().settings.max_token_ttl)
+    click.echo(f"removed {len(removed)} key(s)")
+
+
+@keys.command("list", help="List keys and their states.")
+@with_appcontext
+def keys_list():
+    _print_keys()
+
+
+@click.group("clients", help="OAuth clients (RPs).")
+def clients_group():
+    pass
+
+
+@clients_group.command("create", help="Register a client; prints its secret once.")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--product", default=None, help="Product slug; omit for a product-neutral client.")
+@click.option("--public", is_flag=True, help="No secret (native or browser app); PKCE required.")
+@click.option("--native", is_flag=True, help="application_type=native: loopback redirects on any port.")
+@click.option("--first-party", is_flag=True, help="Skip the consent page.")
+@click.option("--client-id", default=None)
+@click.option("--scope", default="openid profile email offline_access")
+@with_appcontext
+def clients_create(name, redirect_uris, post_logout_redirect_uris, product, public, native, first_party, client_id, scope):
+    from .clients import service
+    from .errors import DomainError
+
+    try:
+        client, secret = service.create_client(
+            db_session(), client_name=name, redirect_uris=list(redirect_uris), product_id=product, public=public,
+            native=native, first_party=first_party, client_id=client_id, scope=scope,
+            post_logout_redirect_uris=list(post_logout_redirect_uris))
+    except DomainError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+    if secret:
+        click.echo("The secret is shown only now; store it safely.", err=True)
+
+
+@clients_group.command("list", help="List registered clients.")
+@with_appcontext
+def clients_list():
+    from .clients import service
+
+    for client in service.list_clients(db_session()):
+        click.echo(f"{client.client_id}  {client.client_name}  product={client.product_id or '-'}  "
+                   f"auth={client.token_endpoint_auth_method}  redirect_uris={' '.join(client.redirect_uris)}")
+
+
+@click.command("serve", help="Run the IdP (development server; use gunicorn idp.wsgi:app in production).")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@with_appcontext
+def serve(host, port):
+    from werkzeug.serving import run_simple
+
+    from .app import create_app
+    from .storage.migrations import SchemaOutOfDateError
+
+    try:
+        app = create_app(runtime().settings.with_(check_schema=True))
+    except SchemaOutOfDateError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    run_simple(host, port, app, threaded=True, use_reloader=False)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
+from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..security import hasher
+from ..storage.db import Base, JSONList, UTCDateTime, utcnow
+
+
+def _is_loopback_ip(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uri_matches(registered: str, requested: str, native: bool) -> bool:
+    """Exact string match (RFC 9700 §4.1.3), except the port of a loopback IP
+    redirect for native apps, which "MUST allow any port" (RFC 8252 §7.3)."""
+    if registered == requested:
+        return True
+    if not native:
+        return False
+    a, b = urlsplit(registered), urlsplit(requested)
+    if a.scheme != "http" or b.scheme != "http" or not _is_loopback_ip(a.hostname):
+        return False
+    return (a.hostname, a.path, a.query, a.fragment) == (b.hostname, b.path, b.query, b.fragment) and b.username is None
+
+
+class Client(Base, ClientMixin):
+    """A registered RP (OAuth 2.0 client)."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    #: HMAC of the secret; the secret itself is shown once and never stored.
+    client_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    client_name: Mapped[str] = mapped_column(String(200))
+    #: None: a product-neutral client.
+    product_id: Mapped[str | None] = mapped_column(ForeignKey("products.id"), nullable=True)
+    application_type: Mapped[str] = mapped_column(String(16), default="web")
+    redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
+    grant_types: Mapped[list] = mapped_column(JSONList, default=lambda: ["authorization_code", "refresh_token"])
+    response_types: Mapped[list] = mapped_column(JSONList, default=lambda: ["code"])
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
+    #: Space-separated scopes this client may ask for.
+    scope: Mapped[str] = mapped_column(String(1000), default="openid profile email offline_access")
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
+    #: First-party clients skip the consent page; only an operator sets this.
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # -- Authlib ClientMixin ------------------------------------------------
+    def get_client_id(self):
+        return self.client_id
+
+    def get_default_redirect_uri(self):
+        # OIDC Core 3.1.2.1 makes redirect_uri REQUIRED; with exactly one
+        # registered URI plain OAuth requests may omit it (RFC 6749 §3.1.2.3).
+        if len(self.redirect_uris) == 1:
+            return self.redirect_uris[0]
+        return None
+
+    def get_allowed_scope(self, scope):
+        if not scope:
+            return ""
+        allowed = set(scope_to_list(self.scope))
+        return list_to_scope([s for s in scope_to_list(scope) if s in allowed])
+
+    def check_redirect_uri(self, redirect_uri):
+        native = self.application_type == "native"
+        return any(redirect_uri_matches(r, redirect_uri, native) for r in self.redirect_uris)
+
+    def check_client_secret(self, client_secret):
+        return hasher().verify(client_secret, self.client_secret_hash)
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        if endpoint == "token":
+            return method == self.token_endpoint_auth_method
+        return True
+
+    def check_response_type(self, response_type):
+        return response_type in self.response_types
+
+    def check_grant_type(self, grant_type):
+        return grant_type in self.grant_types
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    @property
+    def client_metadata(self) -> dict:
+        return {"client_name": self.client_name, "application_type": self.application_type}

@@ -1,0 +1,47 @@
+"""Registering and listing clients (RPs)."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import DomainError
+from ..security import hasher, new_secret
+from .models import Client
+
+
+class InvalidClientMetadataError(DomainError):
+    code = "invalid_client_metadata"
+
+
+def create_client(session: Session, *, client_name: str, redirect_uris: list[str], product_id: str | None = None,
+                  public: bool = False, native: bool = False, first_party: bool = False,
+                  client_id: str | None = None, client_secret: str | None = None,
+                  scope: str = "openid profile email offline_access",
+                  post_logout_redirect_uris: list[str] | None = None) -> tuple[Client, str | None]:
+    """Create and commit a client; returns it with its secret (shown once, stored hashed)."""
+    if not redirect_uris:
+        raise InvalidClientMetadataError("at least one redirect URI is required")
+    if any("#" in uri for uri in redirect_uris):
+        raise InvalidClientMetadataError("redirect URIs must not contain a fragment")
+    client_id = client_id or secrets.token_urlsafe(16)
+    if session.get(Client, client_id) is not None:
+        raise InvalidClientMetadataError(f"client {client_id} exists")
+    secret = None if public else (client_secret or new_secret())
+    client = Client(
+        client_id=client_id, client_name=client_name, product_id=product_id,
+        application_type="native" if native else "web", redirect_uris=list(redirect_uris),
+        post_logout_redirect_uris=list(post_logout_redirect_uris or []),
+        token_endpoint_auth_method="none" if public else "client_secret_basic",
+        client_secret_hash=hasher().hash(secret) if secret else None,
+        scope=scope, first_party=first_party,
+    )
+    session.add(client)
+    session.commit()
+    return client, secret
+
+
+def list_clients(session: Session) -> list[Client]:
+    return list(session.execute(select(Client).order_by(Client.client_id)).scalars())

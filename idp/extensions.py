@@ -1,0 +1,39 @@
+"""Per-app singletons: settings, database, ephemeral store, keys, hashers.
+
+One Runtime per app, built in ``create_app``; Authlib hooks and views reach it
+through ``runtime()``. Services never do: they take what they need as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from flask_babel import Babel
+from flask_wtf import CSRFProtect
+
+from .identities.passwords import PasswordHasher
+from .oidc.keys import KeyRing
+from .settings import Settings
+from .storage.db import Database
+from .storage.ephemeral import EphemeralStore
+
+csrf = CSRFProtect()
+babel = Babel()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    store: EphemeralStore
+    keys: KeyRing
+    passwords: PasswordHasher
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["idp"]
+
+
+def db_session():
+    return runtime().db.session

@@ -1,0 +1,35 @@
+"""Remembered consent."""
+
+from __future__ import annotations
+
+from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Grant
+
+SCOPE_DESCRIPTIONS = {
+    "openid": _l("Sign you in with your Connect login"),
+    "profile": _l("Your name"),
+    "email": _l("Your e-mail address"),
+    "offline_access": _l("Stay connected when you are not using it"),
+}
+
+
+def remember(session: Session, identity_id: str, client_id: str, scope: str) -> Grant:
+    """Add ``scope`` to what the identity granted the client; commits."""
+    grant = session.execute(
+        select(Grant).where(Grant.identity_id == identity_id, Grant.client_id == client_id)
+    ).scalar_one_or_none()
+    if grant is None:
+        grant = Grant(identity_id=identity_id, client_id=client_id, scope="")
+        session.add(grant)
+    merged = list(dict.fromkeys((scope_to_list(grant.scope) or []) + (scope_to_list(scope) or [])))
+    grant.scope = list_to_scope(merged)
+    session.commit()
+    return grant
+
+
+def describe(scope: str) -> list[tuple[str, str]]:
+    return [(s, str(SCOPE_DESCRIPTIONS.get(s, s))) for s in scope_to_list(scope) or []]

@@ -1,0 +1,111 @@
+"""Blueprint "interaction": the pages /authorize hands off to (login, consent) and IdP logout."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+
+from ..clients.models import Client
+from ..errors import InvalidCredentialsError
+from ..extensions import db_session, runtime
+from ..grants import service as grants
+from ..identities import service as identities
+from ..identities.models import Identity
+from ..oidc import authorize as flow
+from ..sessions import service as sessions
+
+bp = Blueprint("interaction", __name__)
+
+
+def _load(interaction_id):
+    data = flow.load_interaction(interaction_id)
+    if data is not None:
+        g.ui_locales = (data["params"].get("ui_locales") or [None])[0]
+        client = db_session().get(Client, data["client_id"])
+        if client is not None and not client.disabled:
+            return data, client
+    return None, None
+
+
+def _resume(interaction_id):
+    return redirect(url_for("oidc.resume", interaction_id=interaction_id))
+
+
+@bp.route("/interaction/<interaction_id>/login", methods=["GET", "POST"])
+def login(interaction_id):
+    data, client = _load(interaction_id)
+    if data is None:
+        return flow.expired_interaction_page()
+    params = flow.interaction_params(data)
+    if request.method == "POST" and request.form.get("action") == "cancel":
+        return flow.deny(params)
+
+    email = request.form.get("email", params.get("login_hint", "")).strip()
+    error, status = None, 200
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if not email or not password:
+            error, status = _("Enter your e-mail address and your password."), 400
+        elif not identities.valid_email(email):
+            error, status = _("That does not look like an e-mail address."), 400
+        else:
+            try:
+                identity = identities.authenticate(db_session(), runtime().passwords, email, password)
+            except InvalidCredentialsError:
+                # The same words for an unknown e-mail and a wrong password.
+                error, status = _("The e-mail address or the password is not correct."), 401
+            else:
+                sessions.sign_in(session, identity.id, ["pwd"], runtime().settings.session_lifetime)
+                flow.update_interaction(interaction_id, data, logged_in=True)
+                return _resume(interaction_id)
+    return render_template("interaction/login.html", client=client, email=email, error=error,
+                           interaction_id=interaction_id), status
+
+
+@bp.route("/interaction/<interaction_id>/consent", methods=["GET", "POST"])
+def consent(interaction_id):
+    data, client = _load(interaction_id)
+    login = sessions.current(session)
+    if data is None or login is None:
+        return flow.expired_interaction_page()
+    params = flow.interaction_params(data)
+    scope = client.get_allowed_scope(params.get("scope", ""))
+    if request.method == "POST":
+        if request.form.get("action") != "allow":
+            return flow.deny(params)
+        grants.remember(db_session(), login.identity_id, client.client_id, scope)
+        flow.update_interaction(interaction_id, data, consented=True)
+        return _resume(interaction_id)
+    identity = db_session().get(Identity, login.identity_id)
+    return render_template("interaction/consent.html", client=client, identity=identity,
+                           scopes=grants.describe(scope), interaction_id=interaction_id)
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    login = sessions.current(session)
+    if request.method == "POST":
+        sessions.sign_out(session)
+        return render_template("interaction/logged_out.html")
+    if login is None:
+        return render_template("interaction/logged_out.html")
+    identity = db_session().get(Identity, login.identity_id)
+    return render_template("interaction/logout.html", identity=identity)
+
+
+@bp.get("/")
+def home():
+    login = sessions.current(session)
+    identity = db_session().get(Identity, login.identity_id) if login else None
+    return render_template("interaction/home.html", identity=identity)
+
+
+@bp.get("/language/<code>")
+def language(code):
+    if code in runtime().settings.supported_locales:
+        session["locale"] = code
+    target = request.args.get("next", "/")
+    # Same-site paths only: no open redirect through the language switch.
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = "/"
+    return redirect(target)

@@ -1,0 +1,10 @@
+"""Every domain's models, imported once so Alembic and create_all see one metadata."""
+
+from .agreements.models import Agreement, Membership, Product, Role  # noqa: F401
+from .clients.models import Client  # noqa: F401
+from .grants.models import AccessToken, Grant, RefreshToken, TokenFamily  # noqa: F401
+from .identities.models import Identity  # noqa: F401
+from .storage.db import Base  # noqa: F401
+from .storage.ephemeral import EphemeralEntry  # noqa: F401
+
+metadata = Base.metadata

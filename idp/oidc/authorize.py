@@ -1,0 +1,168 @@
+"""The authorization endpoint's flow: Authlib validates, policies decide, interaction pages ask.
+
+    /authorize ──valid──▶ checks ──need a page──▶ /interaction/<id>/login|consent
+        │                   │                              │
+        │ invalid client or │ nothing needed               ▼ done
+        │ redirect_uri      ▼                     /authorize/resume/<id> (same checks)
+        ▼            302 to the RP with code, state, iss
+    error page (never a redirect to an unverified URI)
+
+The pending request is stored server-side under the interaction id and bound
+to this browser's session; resuming rebuilds it from storage, so nothing the
+browser sends back can change what was asked for.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidClientError, UnsupportedResponseTypeError
+from authlib.oidc.core.errors import LoginRequiredError
+from flask import current_app, redirect, render_template, session, url_for
+from joserfc import jwt
+from joserfc.errors import JoseError
+from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+
+from ..extensions import db_session, runtime
+from ..grants.models import Grant
+from ..identities.models import Identity
+from ..policies import prompts
+from ..sessions import service as sessions
+from .tokens import Principal, new_family_id
+
+INTERACTION = "interaction"
+MAX_BOUND_INTERACTIONS = 10
+
+
+def server():
+    return current_app.extensions["authlib.server"]
+
+
+def error_page(error: OAuth2Error, status: int = 400):
+    return render_template("errors/oauth.html", error=error.error, description=error.get_error_description()), status
+
+
+def _redirect_error(grant_request, error: OAuth2Error):
+    response = server().handle_error_response(grant_request, error)
+    if response.location:
+        # RFC 9207 §2: "including error responses".
+        response.location = add_params_to_uri(response.location, [("iss", runtime().settings.issuer)])
+    return response
+
+
+def _handle_validation_error(error: OAuth2Error, request):
+    # An error may be redirected only when Authlib verified the redirect URI
+    # against the client; otherwise (and for a missing or unknown response
+    # type, per our contract) the person sees an error page.
+    if isinstance(error, (UnsupportedResponseTypeError, InvalidClientError)) or not error.redirect_uri:
+        return error_page(error)
+    return _redirect_error(request, error)
+
+
+def _id_token_hint_sub(hint: str | None) -> str | None:
+    if not hint:
+        return None
+    try:
+        token = jwt.decode(hint, runtime().keys.public_keys())
+    except (JoseError, ValueError):
+        return ""  # unreadable hint: matches nobody, so prompt=none fails safely
+    # An expired ID token is still a valid hint (OIDC Core §3.1.2.1).
+    if token.claims.get("iss") != runtime().settings.issuer:
+        return ""
+    return token.claims.get("sub") or ""
+
+
+def _signed_in_identity():
+    login = sessions.current(session)
+    if login is None:
+        return None, None
+    identity = db_session().get(Identity, login.identity_id)
+    if identity is None or identity.disabled:
+        return None, None
+    return login, identity
+
+
+def handle(params: MultiDict, interaction: dict | None = None, interaction_id: str | None = None):
+    """Run one authorization request from its parameters; returns a Flask response."""
+    login, identity = _signed_in_identity()
+    try:
+        grant = server().get_consent_grant(request=params, end_user=identity)
+    except OAuth2Error as error:
+        return _handle_validation_error(error, server().create_oauth2_request(params))
+
+    client = grant.request.client
+    granted = db_session().execute(
+        select(Grant.scope).where(Grant.identity_id == login.identity_id, Grant.client_id == client.client_id)
+    ).scalar_one_or_none() if login else None
+    ctx = prompts.Context(
+        params=params, client=client, login=login,
+        logged_in_here=bool(interaction and interaction.get("logged_in")),
+        consented_here=bool(interaction and interaction.get("consented")),
+        granted_scope=granted, requested_scope=grant.request.scope or "",
+        id_token_hint_sub=_id_token_hint_sub(params.get("id_token_hint")),
+    )
+    decision = prompts.evaluate(ctx)
+    current_app.logger.debug("authorize %s: %s", client.client_id, decision.reason or "issue")
+    if decision.error:
+        return _redirect_error(grant.request, decision.error(redirect_uri=grant.redirect_uri,
+                                                             state=params.get("state")))
+    if decision.interaction:
+        interaction_id = interaction_id or _start_interaction(params, client.client_id)
+        return redirect(url_for(f"interaction.{decision.interaction}", interaction_id=interaction_id))
+
+    principal = Principal(identity=identity, family_id=new_family_id(), auth_time=login.auth_time,
+                          acr=login.acr, amr=list(login.amr), sid=login.sid)
+    if interaction_id:
+        runtime().store.delete(INTERACTION, interaction_id)
+    return server().create_authorization_response(request=grant.request, grant=grant, grant_user=principal)
+
+
+def deny(params: MultiDict):
+    """The person cancelled: tell the RP ``access_denied`` (if its request is still valid)."""
+    request = server().create_oauth2_request(params)
+    try:
+        redirect_uri = server().get_consent_grant(request=params, end_user=None).redirect_uri
+    except LoginRequiredError as error:  # prompt=none: still a verified redirect URI
+        redirect_uri = error.redirect_uri
+    except OAuth2Error as error:
+        return _handle_validation_error(error, request)
+    return _redirect_error(request, _access_denied(redirect_uri, params.get("state")))
+
+
+def _access_denied(redirect_uri, state):
+    return AccessDeniedError(description="The person declined the request.", redirect_uri=redirect_uri, state=state)
+
+
+# -- interactions ------------------------------------------------------------
+
+def _start_interaction(params: MultiDict, client_id: str) -> str:
+    interaction_id = secrets.token_urlsafe(24)
+    runtime().store.put(INTERACTION, interaction_id, {
+        "params": {k: params.getlist(k) for k in params}, "client_id": client_id,
+        "logged_in": False, "consented": False,
+    }, runtime().settings.interaction_ttl)
+    bound = [i for i in session.get("interactions", []) if i != interaction_id]
+    session["interactions"] = (bound + [interaction_id])[-MAX_BOUND_INTERACTIONS:]
+    return interaction_id
+
+
+def load_interaction(interaction_id: str) -> dict | None:
+    """The pending request, if it exists and belongs to this browser."""
+    if interaction_id not in session.get("interactions", []):
+        return None
+    return runtime().store.get(INTERACTION, interaction_id)
+
+
+def update_interaction(interaction_id: str, data: dict, **changes) -> None:
+    runtime().store.put(INTERACTION, interaction_id, {**data, **changes}, runtime().settings.interaction_ttl)
+
+
+def interaction_params(data: dict) -> MultiDict:
+    return MultiDict([(k, v) for k, values in data["params"].items() for v in values])
+
+
+def expired_interaction_page():
+    return render_template("errors/interaction_expired.html"), 400

@@ -1,0 +1,36 @@
+"""OpenID Provider metadata (Discovery 1.0 §3, RFC 8414): exactly what is implemented."""
+
+from __future__ import annotations
+
+from ..sessions.service import ACR_MFA, ACR_PASSWORD
+from .claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES
+from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS
+
+PROMPT_VALUES = ["none", "login", "consent"]
+
+
+def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "jwks_uri": f"{issuer}/jwks",
+        "scopes_supported": SUPPORTED_SCOPES,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": CLAIMS_SUPPORTED,
+        "acr_values_supported": [ACR_PASSWORD, ACR_MFA],
+        "prompt_values_supported": PROMPT_VALUES,
+        "ui_locales_supported": list(locales),
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        # Discovery §3: the default is true, so saying nothing would be a lie.
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+    }

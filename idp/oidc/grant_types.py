@@ -1,0 +1,208 @@
+"""Authlib grant types with our storage hooks; the protocol logic stays Authlib's."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, scope_to_list
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import OpenIDCode, OpenIDToken
+from authlib.oidc.core.models import AuthorizationCodeMixin
+
+from ..extensions import db_session, runtime
+from ..identities.models import Identity
+from . import claims, tokens
+from .tokens import Principal
+
+TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+#: How long a consumed code's tombstone is kept, so a late replay still revokes
+#: what the first redemption issued (RFC 6749 §4.1.2 caps code life at 10 minutes).
+CODE_TOMBSTONE_TTL = 600
+
+
+def _code_key(code: str) -> str:
+    # Keyed by digest: a dump of Redis does not hand out redeemable codes.
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+@dataclass
+class AuthorizationCode(AuthorizationCodeMixin):
+    data: dict
+
+    def get_redirect_uri(self):
+        return self.data.get("redirect_uri")
+
+    def get_scope(self):
+        return self.data["scope"]
+
+    def get_nonce(self):
+        return self.data.get("nonce")
+
+    def get_auth_time(self):
+        return self.data.get("auth_time")
+
+    def get_acr(self):
+        return self.data.get("acr")
+
+    def get_amr(self):
+        return self.data.get("amr") or None
+
+    @property
+    def code_challenge(self):
+        return self.data.get("code_challenge")
+
+    @property
+    def code_challenge_method(self):
+        return self.data.get("code_challenge_method")
+
+
+def _principal(identity_id: str, data: dict) -> Principal | None:
+    identity = db_session().get(Identity, identity_id)
+    if identity is None or identity.disabled:
+        return None
+    return Principal(identity=identity, family_id=data["family_id"], auth_time=data.get("auth_time"),
+                     acr=data.get("acr"), amr=list(data.get("amr") or []), sid=data.get("sid"))
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only, and required of public clients at the authorization
+    endpoint, not just the token endpoint (RFC 9700 §2.1.1)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if data.get("code_challenge") and data.get("code_challenge_method") != "S256":
+            # RFC 7636 §4.3: an absent method means "plain", which we do not offer.
+            raise InvalidRequestError("'code_challenge_method' must be 'S256'.")
+        if grant.request.client.is_public and not data.get("code_challenge"):
+            raise InvalidRequestError("Public clients must use PKCE: 'code_challenge' is required.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class IdTokenMixin:
+    def resolve_client_private_key(self, client):
+        return runtime().keys.signing_keyset(client.id_token_signed_response_alg or "RS256")
+
+    def get_client_claims(self, client):
+        settings = runtime().settings
+        now = int(time.time())
+        return {"iss": settings.issuer, "aud": [client.client_id], "azp": client.client_id,
+                "iat": now, "exp": now + settings.id_token_ttl}
+
+    def generate_user_info(self, user: Principal, scope):
+        info = claims.user_info(user.identity, scope)
+        # The code's auth context is already in; this repeats it for refreshes,
+        # where an ID token must keep the original auth_time (OIDC Core §12.2).
+        for name in ("auth_time", "acr", "sid"):
+            if getattr(user, name):
+                info[name] = getattr(user, name)
+        if user.amr:
+            info["amr"] = user.amr
+        return info
+
+
+class IdTokenForCode(IdTokenMixin, OpenIDCode):
+    def exists_nonce(self, nonce, request):
+        # Nonce replay is the RP's check (OIDC Core §3.1.3.7 step 11); codes are single use.
+        return False
+
+
+class IdTokenForRefresh(IdTokenMixin, OpenIDToken):
+    pass
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
+
+    def save_authorization_code(self, code, request):
+        principal: Principal = request.user
+        data = request.payload.data
+        settings = runtime().settings
+        runtime().store.put("code", _code_key(code), {
+            "client_id": request.client.client_id,
+            "identity_id": principal.identity.id,
+            "family_id": principal.family_id,
+            "redirect_uri": request.payload.redirect_uri,
+            "scope": request.scope,
+            "nonce": data.get("nonce"),
+            "auth_time": principal.auth_time,
+            "acr": principal.acr,
+            "amr": principal.amr,
+            "sid": principal.sid,
+            "code_challenge": data.get("code_challenge"),
+            "code_challenge_method": data.get("code_challenge_method"),
+            "expires_at": time.time() + settings.authorization_code_ttl,
+        }, CODE_TOMBSTONE_TTL)
+
+    def query_authorization_code(self, code, client):
+        consumed = runtime().store.consume("code", _code_key(code))
+        if consumed is None:
+            return None
+        if not consumed.first:
+            # "If an authorization code is used more than once, the authorization
+            # server MUST deny the request and SHOULD revoke (when possible) all
+            # tokens previously issued based on that authorization code." §4.1.2
+            tokens.revoke_family(db_session(), consumed.value["family_id"], "code_reuse")
+            return None
+        if consumed.value["client_id"] != client.client_id or consumed.value["expires_at"] < time.time():
+            return None
+        return AuthorizationCode(consumed.value)
+
+    def delete_authorization_code(self, authorization_code):
+        """Nothing left to do: query_authorization_code consumed it atomically."""
+
+    def authenticate_user(self, authorization_code):
+        return _principal(authorization_code.data["identity_id"], authorization_code.data)
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        # A refresh token outlives the browser session, so it needs consent to
+        # offline access (OIDC Core §11), not only the client's grant types.
+        include_refresh_token = include_refresh_token and "offline_access" in scope_to_list(scope or "")
+        return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+
+    def save_token(self, token):
+        session = db_session()
+        tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+        session.commit()
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        session = db_session()
+        token = tokens.find_refresh_token(session, refresh_token)
+        if token is None or token.family.revoked or token.is_expired():
+            return None
+        if token.rotated_at is not None:
+            # A rotated token came back: it was copied. Revoke the whole family
+            # so neither the thief nor the client keeps access (RFC 9700 §4.14.2).
+            tokens.revoke_family(session, token.family_id, "refresh_token_reuse")
+            return None
+        return token
+
+    def authenticate_user(self, refresh_token):
+        family = refresh_token.family
+        data = {"family_id": family.id, "auth_time": family.auth_time, "acr": family.acr, "amr": family.amr,
+                "sid": family.sid}
+        return _principal(family.identity_id, data)
+
+    def save_token(self, token):
+        tokens.persist(db_session(), token, self.request.client, self.request.user, new_family=False,
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+
+    def revoke_old_credential(self, refresh_token):
+        session = db_session()
+        if not tokens.claim_rotation(session, refresh_token):
+            # Another request rotated it between our read and now: same as reuse.
+            session.rollback()
+            tokens.revoke_family(session, refresh_token.family_id, "refresh_token_reuse")
+            raise InvalidGrantError("The refresh token was already used.")
+        session.commit()

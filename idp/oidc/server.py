@@ -1,0 +1,179 @@
+"""Builds the Authlib authorization server and resource protector for one app."""
+
+from __future__ import annotations
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
+from authlib.integrations.flask_oauth2 import ResourceProtector as FlaskResourceProtector
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749.errors import MissingAuthorizationError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6750 import InvalidTokenError
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import UserInfoEndpoint
+from flask import request as flask_request
+from werkzeug.datastructures import MultiDict
+
+from ..clients.models import Client
+from ..extensions import db_session, runtime
+from ..identities.models import Identity
+from . import claims, tokens
+from .grant_types import AuthorizationCodeGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant, S256CodeChallenge
+
+
+class ParamsPayload(OAuth2Payload):
+    def __init__(self, params: MultiDict):
+        self._params = params
+
+    @property
+    def data(self):
+        return self._params
+
+    @property
+    def datalist(self):
+        return {k: self._params.getlist(k) for k in self._params}
+
+
+class ParamsOAuth2Request(OAuth2Request):
+    """An authorization request rebuilt from stored parameters, for resuming
+    after login or consent without trusting anything the browser sends back."""
+
+    def __init__(self, uri: str, params: MultiDict):
+        super().__init__("GET", uri)
+        self.payload = ParamsPayload(params)
+
+    @property
+    def args(self):
+        return self.payload.data
+
+    @property
+    def form(self):
+        return MultiDict()
+
+
+class AuthorizationServer(FlaskAuthorizationServer):
+    def query_client(self, client_id):
+        client = db_session().get(Client, client_id)
+        if client is None or client.disabled:
+            return None
+        return client
+
+    def save_token(self, token, request):
+        raise NotImplementedError("each grant type persists its own tokens")
+
+    def create_oauth2_request(self, request):
+        if isinstance(request, OAuth2Request):
+            return request
+        if isinstance(request, MultiDict):
+            return ParamsOAuth2Request(runtime().settings.issuer + "/authorize", request)
+        return FlaskOAuth2Request(flask_request)
+
+
+class Issuer(IssuerParameter):
+    def get_issuer(self):
+        return runtime().settings.issuer
+
+
+class AccessTokenValidator(JWTBearerTokenValidator):
+    """RFC 9068 validation plus our revocation list: a token whose family or
+    ``jti`` was revoked stops working immediately, not at ``exp``."""
+
+    def __init__(self):
+        super().__init__(issuer=None, resource_server=None)
+
+    def validate_iss(self, claims_, iss):
+        return iss == runtime().settings.issuer
+
+    def get_jwks(self):
+        return runtime().keys.public_keys()
+
+    def authenticate_token(self, token_string):
+        self.issuer = runtime().settings.issuer
+        self.resource_server = runtime().settings.issuer
+        return super().authenticate_token(token_string)
+
+    def validate_token(self, token, scopes, request, **kwargs):
+        super().validate_token(token, scopes, request, **kwargs)
+        record = tokens.find_access_token(db_session(), token["jti"])
+        if record is None or not record.active:
+            raise InvalidTokenError(realm=self.realm)
+
+
+class BearerTokenRequired(OAuth2Error):
+    """RFC 6750 §3.1: a request without a bearer token gets the bare challenge,
+    with no error code in the header."""
+
+    error = "invalid_request"
+    description = "A bearer access token is required."
+    status_code = 401
+
+    def get_headers(self):
+        return super().get_headers() + [("WWW-Authenticate", f'Bearer realm="{runtime().settings.issuer}"')]
+
+
+class ResourceProtector(FlaskResourceProtector):
+    def validate_request(self, scopes, request, **kwargs):
+        try:
+            return super().validate_request(scopes, request, **kwargs)
+        except (MissingAuthorizationError, UnsupportedTokenTypeError) as error:
+            raise BearerTokenRequired() from error
+
+    def parse_request_authorization(self, request):
+        try:
+            return super().parse_request_authorization(request)
+        except MissingAuthorizationError:
+            # RFC 6750 §2.2: a form-encoded body may carry the token instead.
+            if flask_request.method == "POST" and flask_request.mimetype == "application/x-www-form-urlencoded":
+                token = flask_request.form.get("access_token")
+                if token:
+                    return self.get_token_validator("bearer"), token
+            raise
+
+
+class TokenRecord(dict):
+    """What UserInfoEndpoint needs from a validated access token."""
+
+    def get_client(self):
+        return db_session().get(Client, self["client_id"])
+
+    def get_user(self):
+        identity = db_session().get(Identity, self["sub"])
+        if identity is None or identity.disabled:
+            raise InvalidTokenError()
+        return identity
+
+    @property
+    def scope(self):
+        return self.get("scope", "")
+
+
+class UserInfo(UserInfoEndpoint):
+    def __call__(self, request):
+        token = self.resource_protector.acquire_token("openid")
+        record = TokenRecord(token)
+        client, identity = record.get_client(), record.get_user()
+        return 200, self.generate_user_info(identity, record.scope), [
+            ("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+    def generate_user_info(self, user, scope):
+        return claims.user_info(user, scope)
+
+    def get_issuer(self):
+        return runtime().settings.issuer
+
+
+def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
+    settings = runtime().settings
+    server = AuthorizationServer()
+    server.init_app(app)
+    server.register_token_generator("default", tokens.AccessTokenGenerator(
+        settings.issuer, runtime().keys, settings.access_token_ttl))
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False)])
+    server.register_grant(RefreshTokenGrant, [IdTokenForRefresh()])
+    server.register_extension(Issuer())
+
+    protector = ResourceProtector()
+    protector.register_token_validator(AccessTokenValidator())
+    server.register_endpoint(UserInfo(resource_protector=protector))
+    return server, protector

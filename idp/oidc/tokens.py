@@ -1,0 +1,140 @@
+"""Access and refresh tokens: JWT access tokens (RFC 9068), opaque rotating refresh tokens.
+
+Every token issued is recorded (access tokens by ``jti``, refresh tokens by
+keyed hash) under a TokenFamily, so revoking the family revokes all of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+from dataclasses import dataclass, field
+
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ..grants.models import AccessToken, RefreshToken, TokenFamily
+from ..identities.models import Identity
+from ..security import hasher, new_secret
+from ..storage.db import utcnow
+
+ACCESS_TOKEN_ALG = "ES256"
+
+
+@dataclass
+class Principal:
+    """The person a token is issued to, with how and when they authenticated.
+
+    Authlib hands the "user" it is given to every token and claim hook; carrying
+    the authentication context here lets those hooks fill auth_time/acr/amr/sid
+    without another look-up.
+    """
+
+    identity: Identity
+    family_id: str
+    auth_time: int | None = None
+    acr: str | None = None
+    amr: list[str] = field(default_factory=list)
+    sid: str | None = None
+
+    def get_user_id(self) -> str:
+        return self.identity.id
+
+
+def new_family_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """Authlib's RFC 9068 generator, signing with the key ring's active ES256 key."""
+
+    def __init__(self, issuer: str, keys, access_token_ttl: int):
+        super().__init__(issuer=issuer, alg=ACCESS_TOKEN_ALG, refresh_token_generator=self._refresh_token,
+                         expires_generator=lambda client, grant_type: access_token_ttl)
+        self.keys = keys
+
+    @staticmethod
+    def _refresh_token(client, grant_type, user, scope):
+        return new_secret()
+
+    def get_jwks(self):
+        return self.keys.signing_keyset(ACCESS_TOKEN_ALG)
+
+    def get_audiences(self, client, user, scope):
+        # Without a resource indicator the token is for the IdP's own APIs
+        # (UserInfo, the agreements API); RFC 9068 §3 leaves the default to us.
+        return self.issuer
+
+    def get_auth_time(self, user):
+        return getattr(user, "auth_time", None)
+
+    def get_acr(self, user):
+        return getattr(user, "acr", None)
+
+    def get_amr(self, user):
+        return getattr(user, "amr", None) or None
+
+    def get_extra_claims(self, client, grant_type, user, scope):
+        claims = {}
+        if getattr(user, "sid", None):
+            claims["sid"] = user.sid
+        return claims
+
+
+def _jwt_claims(token: str) -> dict:
+    """Claims of a JWT this process just signed (no verification needed)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def persist(session: Session, token: dict, client, principal: Principal | None, *, new_family: bool,
+            refresh_token_ttl: int) -> None:
+    """Record the tokens of one token response (no commit: the grant owns the transaction)."""
+    family_id = principal.family_id if principal else None
+    if principal and new_family:
+        session.add(TokenFamily(
+            id=family_id, client_id=client.get_client_id(), identity_id=principal.identity.id,
+            scope=token.get("scope", ""), sid=principal.sid, auth_time=principal.auth_time,
+            acr=principal.acr, amr=principal.amr,
+            expires_at=utcnow() + dt.timedelta(seconds=refresh_token_ttl),
+        ))
+        session.flush()
+    claims = _jwt_claims(token["access_token"])
+    session.add(AccessToken(
+        jti=claims["jti"], family_id=family_id, client_id=client.get_client_id(),
+        identity_id=principal.identity.id if principal else None, scope=token.get("scope", ""),
+        expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
+    ))
+    if token.get("refresh_token"):
+        family = session.get(TokenFamily, family_id)
+        session.add(RefreshToken(token_hash=hasher().hash(token["refresh_token"]), family_id=family_id,
+                                 expires_at=family.expires_at))
+
+
+def revoke_family(session: Session, family_id: str, reason: str) -> bool:
+    """Revoke a token family and commit. True if it was live."""
+    changed = session.execute(
+        update(TokenFamily).where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    ).rowcount
+    session.commit()
+    return changed == 1
+
+
+def find_refresh_token(session: Session, value: str) -> RefreshToken | None:
+    return session.get(RefreshToken, hasher().hash(value))
+
+
+def claim_rotation(session: Session, refresh_token: RefreshToken) -> bool:
+    """Mark a refresh token used; False if another request already did (reuse)."""
+    return session.execute(
+        update(RefreshToken).where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
+        .values(rotated_at=utcnow())
+    ).rowcount == 1
+
+
+def find_access_token(session: Session, jti: str) -> AccessToken | None:
+    return session.execute(select(AccessToken).where(AccessToken.jti == jti)).scalar_one_or_none()

@@ -1,0 +1,56 @@
+"""Blueprint "oidc": the protocol endpoints. Thin: Authlib and oidc.authorize do the work."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..extensions import runtime
+from . import authorize as flow
+from .discovery import metadata
+
+bp = Blueprint("oidc", __name__)
+
+
+def _public_json(payload: dict, max_age: int):
+    response = jsonify(payload)
+    response.headers["Cache-Control"] = f"public, max-age={max_age}"
+    # Browser-based RPs read discovery and keys cross-origin.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize():
+    # POST is allowed by OIDC Core §3.1.2.1; parameters then come in the body.
+    params = request.form.copy() if request.method == "POST" else request.args.copy()
+    return flow.handle(params)
+
+
+@bp.get("/authorize/resume/<interaction_id>")
+def resume(interaction_id):
+    data = flow.load_interaction(interaction_id)
+    if data is None:
+        return flow.expired_interaction_page()
+    return flow.handle(flow.interaction_params(data), data, interaction_id)
+
+
+@bp.post("/token")
+def token():
+    return current_app.extensions["authlib.server"].create_token_response()
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo():
+    return current_app.extensions["authlib.server"].create_endpoint_response("userinfo")
+
+
+@bp.get("/jwks")
+def jwks():
+    return _public_json(runtime().keys.jwks(), 300)
+
+
+@bp.get("/.well-known/openid-configuration")
+@bp.get("/.well-known/oauth-authorization-server")
+def discovery():
+    settings = runtime().settings
+    return _public_json(metadata(settings.issuer, settings.supported_locales), 3600)

@@ -1,0 +1,47 @@
+"""Who is signed in to this browser, and since when."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+LOGIN_KEY = "login"
+#: acr values for the two levels (advertised in acr_values_supported).
+ACR_PASSWORD = "urn:connect-idp:acr:pwd"
+ACR_MFA = "urn:connect-idp:acr:mfa"
+
+
+@dataclass(frozen=True)
+class BrowserLogin:
+    identity_id: str
+    auth_time: int
+    amr: tuple[str, ...]
+    acr: str
+    #: OIDC session id, in ID tokens as ``sid`` (for logout).
+    sid: str
+    expires_at: int
+
+
+def current(session) -> BrowserLogin | None:
+    data = session.get(LOGIN_KEY)
+    if not data:
+        return None
+    if data["expires_at"] <= time.time():
+        return None
+    return BrowserLogin(data["identity_id"], data["auth_time"], tuple(data["amr"]), data["acr"], data["sid"],
+                        data["expires_at"])
+
+
+def sign_in(session, identity_id: str, amr: list[str], lifetime: int) -> BrowserLogin:
+    """Record a fresh login and rotate the session id."""
+    now = int(time.time())
+    session.regenerate()
+    acr = ACR_MFA if "mfa" in amr else ACR_PASSWORD
+    session[LOGIN_KEY] = {"identity_id": identity_id, "auth_time": now, "amr": amr, "acr": acr,
+                          "sid": secrets.token_urlsafe(16), "expires_at": now + lifetime}
+    return current(session)
+
+
+def sign_out(session) -> None:
+    session.clear()

@@ -1,0 +1,149 @@
+"""Configuration: one frozen Settings object, built from IDP_* environment variables.
+
+This is the only module that reads ``os.environ``. Every key is named once here,
+with its default. ``from_env`` fails at boot on anything unsafe, so a bad
+deployment never serves a request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(RuntimeError):
+    """The configuration is unusable; the message says what to change."""
+
+
+def is_loopback_http(url: str) -> bool:
+    """True for plain-http URLs on a loopback host (a developer's laptop)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: development | production | test
+    env: str = "development"
+    #: The issuer identifier; every endpoint URL is derived from it.
+    issuer: str = "http://localhost:5000"
+    database_url: str = f"sqlite:///{PROJECT_ROOT / 'instance' / 'idp.sqlite3'}"
+    #: Empty means no Redis: short-lived state falls back to the database.
+    redis_url: str = ""
+    #: Prefix for every Redis key, so several deployments (or test runs) can share a server.
+    redis_prefix: str = "idp:"
+    secret_key: str = ""
+    keys_dir: Path = PROJECT_ROOT / "keys"
+    #: None: Secure cookies unless the issuer is loopback http.
+    cookie_secure: bool | None = None
+    session_cookie_name: str = "idp_session"
+    #: Absolute lifetime of a browser session (seconds).
+    session_lifetime: int = 12 * 3600
+    #: Argon2id parameters (OWASP: m=19 MiB, t=2, p=1 as a floor).
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    authorization_code_ttl: int = 60
+    access_token_ttl: int = 3600
+    id_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    #: A pending login/consent interaction expires after this many seconds.
+    interaction_ttl: int = 1800
+    #: Seconds between checks of the key directory for rotated keys.
+    keys_reload_interval: int = 10
+    #: Refuse to serve when the database schema is behind the code.
+    check_schema: bool = True
+    default_locale: str = "en"
+    supported_locales: tuple[str, ...] = ("en", "da")
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return not is_loopback_http(self.issuer)
+
+    @property
+    def max_token_ttl(self) -> int:
+        return max(self.access_token_ttl, self.id_token_ttl)
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _dev_secret(keys_dir: Path) -> str:
+    """A per-checkout random secret for development, kept beside the dev keys."""
+    path = keys_dir / "dev-secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def from_env(environ: dict[str, str] | None = None) -> Settings:
+    """Build Settings from IDP_* variables; raise SettingsError when unsafe."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+
+    def get(name: str, default):
+        return env.get(f"IDP_{name}", default)
+
+    mode = get("ENV", defaults.env)
+    if mode not in {"development", "production", "test"}:
+        raise SettingsError(f"IDP_ENV must be development, production or test, not {mode!r}")
+    keys_dir = Path(get("KEYS_DIR", defaults.keys_dir))
+    cookie_secure = get("COOKIE_SECURE", "")
+    settings = Settings(
+        env=mode,
+        issuer=get("ISSUER", defaults.issuer).rstrip("/"),
+        database_url=get("DATABASE_URL", defaults.database_url),
+        redis_url=get("REDIS_URL", ""),
+        redis_prefix=get("REDIS_PREFIX", defaults.redis_prefix),
+        secret_key=get("SECRET_KEY", ""),
+        keys_dir=keys_dir,
+        cookie_secure=_bool(cookie_secure) if cookie_secure else None,
+        argon2_memory_kib=int(get("ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)),
+        argon2_time_cost=int(get("ARGON2_TIME_COST", defaults.argon2_time_cost)),
+        argon2_parallelism=int(get("ARGON2_PARALLELISM", defaults.argon2_parallelism)),
+        access_token_ttl=int(get("ACCESS_TOKEN_TTL", defaults.access_token_ttl)),
+        refresh_token_ttl=int(get("REFRESH_TOKEN_TTL", defaults.refresh_token_ttl)),
+        session_lifetime=int(get("SESSION_LIFETIME", defaults.session_lifetime)),
+    )
+    if not settings.secret_key:
+        if mode == "production":
+            raise SettingsError("IDP_SECRET_KEY is required in production (at least 32 random bytes).")
+        settings = settings.with_(secret_key=_dev_secret(keys_dir))
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    parts = urlsplit(settings.issuer)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError("IDP_ISSUER must be an absolute http(s) URL without query or fragment.")
+    if settings.env == "production":
+        if parts.scheme != "https" and not is_loopback_http(settings.issuer):
+            raise SettingsError("IDP_ISSUER must use https in production (http only on loopback).")
+        if len(settings.secret_key) < 32:
+            raise SettingsError("IDP_SECRET_KEY is too short: use at least 32 random characters.")

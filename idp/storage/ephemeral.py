@@ -1,0 +1,170 @@
+"""Short-lived state: authorization codes, interactions, browser sessions, replay caches.
+
+One interface (put / get / consume / delete, each with a time to live) over
+Redis in production and the SQL database in the embedded default, so the
+protocol code never knows which it talks to. ``consume`` is atomic on both:
+exactly one caller gets a value back as "fresh"; every later caller sees it as
+"already consumed" until it expires (RFC 6749 §4.1.2 asks us to notice a
+second use of a code, not just to refuse it).
+
+Every key is built by ``key()``: ``<kind>:<id>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Boolean, String, Text, delete, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base, Database, UTCDateTime, utcnow
+
+
+def key(kind: str, ident: str) -> str:
+    return f"{kind}:{ident}"
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """What ``consume`` returns: the stored value and whether this call was the first."""
+
+    value: dict
+    first: bool
+
+
+class EphemeralStore(Protocol):
+    def put(self, kind: str, ident: str, value: dict, ttl: int) -> None: ...
+    def get(self, kind: str, ident: str) -> dict | None: ...
+    def consume(self, kind: str, ident: str) -> Consumed | None: ...
+    def delete(self, kind: str, ident: str) -> None: ...
+    def incr(self, kind: str, ident: str, ttl: int) -> int: ...
+    def ping(self) -> bool: ...
+
+
+class EphemeralEntry(Base):
+    """The database fallback's one table."""
+
+    __tablename__ = "ephemeral_entries"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    consumed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SQLStore:
+    """Database-backed store for a laptop without Redis. Uses its own short
+    transactions so it never commits (or rolls back) a service's unit of work."""
+
+    def __init__(self, database: Database):
+        self._factory = database.session_factory
+
+    def put(self, kind, ident, value, ttl):
+        expires = utcnow() + dt.timedelta(seconds=ttl)
+        with self._factory.begin() as session:
+            session.merge(EphemeralEntry(key=key(kind, ident), value=json.dumps(value), expires_at=expires, consumed=False))
+
+    def get(self, kind, ident):
+        with self._factory() as session:
+            row = session.get(EphemeralEntry, key(kind, ident))
+            if row is None or row.expires_at <= utcnow() or row.consumed:
+                return None
+            return json.loads(row.value)
+
+    def consume(self, kind, ident):
+        k = key(kind, ident)
+        with self._factory.begin() as session:
+            # The conditional UPDATE is the atomic step: only one transaction
+            # can flip consumed from false to true.
+            flipped = session.execute(
+                update(EphemeralEntry)
+                .where(EphemeralEntry.key == k, EphemeralEntry.consumed.is_(False), EphemeralEntry.expires_at > utcnow())
+                .values(consumed=True)
+            ).rowcount
+            row = session.execute(select(EphemeralEntry).where(EphemeralEntry.key == k, EphemeralEntry.expires_at > utcnow())).scalar_one_or_none()
+            if row is None:
+                return None
+            return Consumed(json.loads(row.value), first=flipped == 1)
+
+    def delete(self, kind, ident):
+        with self._factory.begin() as session:
+            session.execute(delete(EphemeralEntry).where(EphemeralEntry.key == key(kind, ident)))
+
+    def incr(self, kind, ident, ttl):
+        k = key(kind, ident)
+        with self._factory.begin() as session:
+            row = session.get(EphemeralEntry, k, with_for_update=True)
+            if row is None or row.expires_at <= utcnow():
+                count = 1
+                session.merge(EphemeralEntry(key=k, value="1", expires_at=utcnow() + dt.timedelta(seconds=ttl), consumed=False))
+            else:
+                count = int(row.value) + 1
+                row.value = str(count)
+            return count
+
+    def purge_expired(self) -> int:
+        with self._factory.begin() as session:
+            return session.execute(delete(EphemeralEntry).where(EphemeralEntry.expires_at <= utcnow())).rowcount
+
+    def ping(self):
+        return True
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = prefix
+
+    def _k(self, kind, ident):
+        return self._prefix + key(kind, ident)
+
+    def put(self, kind, ident, value, ttl):
+        self._redis.set(self._k(kind, ident), json.dumps(value), ex=ttl)
+
+    def get(self, kind, ident):
+        raw = self._redis.get(self._k(kind, ident))
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return None if value.get("__consumed__") else value
+
+    def consume(self, kind, ident):
+        k = self._k(kind, ident)
+        raw = self._redis.get(k)
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        if value.pop("__consumed__", False):
+            return Consumed(value, first=False)
+        # SET ... XX KEEPTTL GET swaps in the tombstone atomically and returns
+        # what was there: of two racing callers only one sees the fresh value.
+        previous = self._redis.set(k, json.dumps({**value, "__consumed__": True}), xx=True, keepttl=True, get=True)
+        if previous is None:
+            return None
+        first = not json.loads(previous).get("__consumed__", False)
+        return Consumed(value, first=first)
+
+    def delete(self, kind, ident):
+        self._redis.delete(self._k(kind, ident))
+
+    def incr(self, kind, ident, ttl):
+        k = self._k(kind, ident)
+        pipe = self._redis.pipeline()
+        pipe.incr(k)
+        pipe.expire(k, ttl, nx=True)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def ping(self):
+        return bool(self._redis.ping())
+
+
+def make_store(database: Database, redis_url: str, prefix: str) -> EphemeralStore:
+    if redis_url:
+        return RedisStore(redis_url, prefix)
+    return SQLStore(database)
