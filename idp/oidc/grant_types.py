@@ -10,6 +10,7 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, scope
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, OpenIDToken
+from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from authlib.oidc.core.models import AuthorizationCodeMixin
 
 from ..extensions import db_session, runtime
@@ -82,6 +83,22 @@ class S256CodeChallenge(CodeChallenge):
         if grant.request.client.is_public and not data.get("code_challenge"):
             raise InvalidRequestError("Public clients must use PKCE: 'code_challenge' is required.")
         super().validate_code_challenge(grant, redirect_uri)
+
+
+class RequestObjectsNotSupported:
+    """OIDC Core §6: an OP that does not support ``request``/``request_uri``
+    answers ``request_not_supported`` / ``request_uri_not_supported`` (both are
+    advertised as false in discovery) instead of silently ignoring them."""
+
+    def __call__(self, grant):
+        grant.register_hook("after_validate_authorization_request_payload", self.validate)
+
+    def validate(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if "request" in data:
+            raise RequestNotSupportedError("Request objects ('request') are not supported.")
+        if "request_uri" in data:
+            raise RequestURINotSupportedError("'request_uri' is not supported.")
 
 
 class IdTokenMixin:

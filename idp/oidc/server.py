@@ -7,7 +7,7 @@ from authlib.integrations.flask_oauth2 import ResourceProtector as FlaskResource
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
-from authlib.oauth2.rfc6749.errors import MissingAuthorizationError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -19,7 +19,8 @@ from ..clients.models import Client
 from ..extensions import db_session, runtime
 from ..identities.models import Identity
 from . import claims, tokens
-from .grant_types import AuthorizationCodeGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant, S256CodeChallenge
+from .grant_types import (AuthorizationCodeGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
+                          RequestObjectsNotSupported, S256CodeChallenge)
 
 
 class ParamsPayload(OAuth2Payload):
@@ -61,6 +62,13 @@ class AuthorizationServer(FlaskAuthorizationServer):
 
     def save_token(self, token, request):
         raise NotImplementedError("each grant type persists its own tokens")
+
+    def handle_error_response(self, request, error):
+        if isinstance(error, InvalidClientError):
+            # Our contract: every failed client authentication is a 401 with a
+            # challenge (RFC 6749 §5.2 makes it a MUST only for HTTP Basic).
+            error.status_code = 401
+        return super().handle_error_response(request, error)
 
     def create_oauth2_request(self, request):
         if isinstance(request, OAuth2Request):
@@ -169,7 +177,8 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.init_app(app)
     server.register_token_generator("default", tokens.AccessTokenGenerator(
         settings.issuer, runtime().keys, settings.access_token_ttl))
-    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False)])
+    server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
+                                                  RequestObjectsNotSupported()])
     server.register_grant(RefreshTokenGrant, [IdTokenForRefresh()])
     server.register_extension(Issuer())
 
