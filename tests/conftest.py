@@ -100,10 +100,11 @@ def runtime(app):
 
 @pytest.fixture
 def db(app):
-    with app.app_context():
-        session = app.extensions["idp"].db.session
-        yield session
-        session.remove()
+    """A database session of the test's own, outside any app context, so each
+    request the test makes still gets a fresh context (and ``flask.g``)."""
+    session = app.extensions["idp"].db.session_factory()
+    yield session
+    session.close()
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""The login form: no account oracle, input checks, CSRF, framing, browser binding."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.helpers.oidc import csrf_token, make_rp, path_of, query
+
+ERROR = re.compile(r'id="login-error">([^<]*)<')
+
+
+
+
+
+def _login_page(rp):
+    response = rp.follow(rp.authorize(state="lp-1"))
+    assert response.status_code == 302 and response.location.endswith("/login"), response.location
+    path = path_of(response.location)
+    page = rp.browser.get(path)
+    assert page.status_code == 200
+    return path, page
+
+
+def _post(rp, path, page, **fields):
+    data = {"csrf_token": csrf_token(page.get_data(as_text=True)), "action": "login", **fields}
+    return rp.browser.post(path, data=data)
+
+
+def _message(response):
+    match = ERROR.search(response.get_data(as_text=True))
+    assert match, response.get_data(as_text=True)[:500]
+    return match.group(1).strip()
+
+
+def _assert_not_signed_in(rp):
+    response = rp.follow(rp.authorize(prompt="none", state="check"))
+    assert response.status_code == 302
+    assert query(response.location).get("error") == "login_required", response.location
+
+
+def test_unknown_email_and_wrong_password_look_the_same(client, factory):
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    wrong_password = _post(rp, path, page, email=identity.email, password="Not-The-Password-1")
+    path, page = _login_page(rp)
+    unknown = _post(rp, path, page, email=f"nobody-{identity.id[:8]}@example.com", password="Not-The-Password-1")
+    assert wrong_password.status_code == unknown.status_code
+    assert wrong_password.status_code in (200, 400, 401)
+    assert _message(wrong_password) == _message(unknown)
+    assert 'name="password"' in unknown.get_data(as_text=True)
+    _assert_not_signed_in(rp)
+
+
+def test_malformed_email(client, factory):
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    response = _post(rp, path, page, email="not-an-address", password="whatever-password")
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert _message(response)
+    assert 'name="email"' in html and 'name="password"' in html
+    assert 'value="not-an-address"' in html  # the form comes back with what was typed
+    _assert_not_signed_in(rp)
+
+
+def test_empty_fields(client, factory):
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    response = _post(rp, path, page, email="", password="")
+    assert response.status_code == 400
+    assert _message(response)
+
+
+def test_post_without_csrf_token_is_refused(client, factory):
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, _ = _login_page(rp)
+    response = client.post(path, data={"email": identity.email, "password": "Velvet-Harbour-Compass-77",
+                                       "action": "login"})
+    assert response.status_code == 400
+    assert response.location is None
+    _assert_not_signed_in(rp)
+
+
+def test_post_with_wrong_csrf_token_is_refused(client, factory):
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, _ = _login_page(rp)
+    response = client.post(path, data={"csrf_token": "forged", "email": identity.email,
+                                       "password": "Velvet-Harbour-Compass-77", "action": "login"})
+    assert response.status_code == 400
+    _assert_not_signed_in(rp)
+
+
+def test_correct_login_continues(client, factory):
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    response = rp.follow(_post(rp, path, page, email=identity.email.upper(), password="Velvet-Harbour-Compass-77"))
+    assert response.status_code == 302 and response.location.endswith("/consent"), response.location
+
+
+def test_login_page_cannot_be_framed(client, factory):
+    rp = make_rp(client, factory)
+    _, page = _login_page(rp)
+    assert page.headers.get("X-Frame-Options") == "DENY"
+    assert "frame-ancestors 'none'" in page.headers.get("Content-Security-Policy", "")
+    assert page.headers.get("Cache-Control") == "no-store"
+
+
+def test_interaction_bound_to_its_browser(app, client, factory):
+    rp = make_rp(client, factory)
+    path, _ = _login_page(rp)
+    stranger = app.test_client()
+    response = stranger.get(path)
+    assert response.status_code == 400
+    assert 'name="password"' not in response.get_data(as_text=True)
+
+
+def test_session_id_rotates_at_login(app, client, factory):
+    # Session fixation: an id planted before login is worthless after it.
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    before = client.get_cookie("idp_session")
+    assert before is not None
+    rp.follow(_post(rp, path, page, email=identity.email, password="Velvet-Harbour-Compass-77"))
+    after = client.get_cookie("idp_session")
+    assert after is not None and after.value != before.value
+
+    attacker = app.test_client()
+    attacker.set_cookie("idp_session", before.value, domain=before.domain or "localhost")
+    attacker_rp = make_rp(attacker, factory, first_party=True)
+    url = "/authorize?" + urlencode({
+        "response_type": "code", "client_id": attacker_rp.client_id, "redirect_uri": attacker_rp.redirect_uri,
+        "scope": "openid", "state": "fx", "prompt": "none"})
+    assert query(attacker.get(url).location).get("error") == "login_required"
+    assert query(client.get(url).location).get("code")  # the victim's new id is signed in
