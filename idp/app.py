@@ -82,13 +82,16 @@ def _select_locale():
 
 
 def _register_blueprints(app: Flask) -> None:
+    from .api.views import bp as api_bp
     from .interaction.views import bp as interaction_bp
     from .oidc.views import bp as oidc_bp
 
     # Protocol endpoints authenticate clients and tokens instead; browsers'
     # cookies never authorize anything there.
     csrf.exempt(oidc_bp)
+    csrf.exempt(api_bp)
     app.register_blueprint(oidc_bp)
+    app.register_blueprint(api_bp)
     app.register_blueprint(interaction_bp)
 
     @app.get("/healthz")

@@ -61,7 +61,7 @@ def demo():
 
     created = demo_data.seed(db_session(), runtime().passwords)
     click.echo("created " + ", ".join(f"{n} {k}" for k, n in created.items()))
-    click.echo(f"demo logins: anna@example.com, bo@example.com, carl@example.com  password: {demo_data.DEMO_PASSWORD}")
+    click.echo(f"demo logins: anna@, bo@, carl@, dora@example.com  password: {demo_data.DEMO_PASSWORD}")
 
 
 @click.group("keys", help="Signing keys.")
@@ -124,16 +124,19 @@ def clients_group():
 @click.option("--native", is_flag=True, help="application_type=native: loopback redirects on any port.")
 @click.option("--first-party", is_flag=True, help="Skip the consent page.")
 @click.option("--client-id", default=None)
-@click.option("--scope", default="openid profile email offline_access")
+@click.option("--scope", default=None, help="Allowed scopes (default: all this IdP offers).")
+@click.option("--mobile-app", is_flag=True, help="A mobile time-registration app (time registrants may use it).")
 @with_appcontext
-def clients_create(name, redirect_uris, post_logout_redirect_uris, product, public, native, first_party, client_id, scope):
+def clients_create(name, redirect_uris, post_logout_redirect_uris, product, public, native, first_party, client_id, scope,
+                   mobile_app):
     from .clients import service
     from .errors import DomainError
 
     try:
         client, secret = service.create_client(
             db_session(), client_name=name, redirect_uris=list(redirect_uris), product_id=product, public=public,
-            native=native, first_party=first_party, client_id=client_id, scope=scope,
+            native=native, first_party=first_party, client_id=client_id, mobile_app=mobile_app,
+            **({"scope": scope} if scope else {}),
             post_logout_redirect_uris=list(post_logout_redirect_uris))
     except DomainError as error:
         raise click.ClickException(str(error)) from error

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from .agreements.models import Agreement, Membership, Product, Role
 from .clients import service as clients
-from .clients.models import Client
+from .clients.models import DEFAULT_GRANT_TYPES, DEFAULT_SCOPE, Client
 from .identities import service as identities
 from .identities.passwords import PasswordHasher
 
@@ -18,6 +18,7 @@ PEOPLE = [
     ("anna@example.com", "Anna", "Bogholder", {"e-conomic": 30, "dinero": 12, "visma-net": 3}),
     ("bo@example.com", "Bo", "Hansen", {"e-conomic": 1}),
     ("carl@example.com", "Carl", "Timer", {"e-conomic": 1}),
+    ("dora@example.com", "Dora", "Registrant", {}),
 ]
 CLIENTS = [
     dict(client_id="accounting-web", client_name="Accounting (sample RP)", product_id="e-conomic",
@@ -27,8 +28,10 @@ CLIENTS = [
          redirect_uris=["http://127.0.0.1:5002/callback"], post_logout_redirect_uris=["http://127.0.0.1:5002/"],
          client_secret="invoicing-demo-secret", first_party=True),
     dict(client_id="mobile-app", client_name="Time registration (sample mobile app)", product_id="e-conomic",
-         redirect_uris=["http://127.0.0.1/callback"], public=True, native=True),
+         redirect_uris=["http://127.0.0.1/callback"], public=True, native=True, mobile_app=True),
 ]
+#: Dora registers time on Carl's agreement, which allows that only in mobile apps.
+TIME_REGISTRANT = ("dora@example.com", "carl@example.com")
 NUMBER_BASE = {"e-conomic": 100000, "dinero": 200000, "visma-net": 300000}
 
 
@@ -62,8 +65,22 @@ def seed(session: Session, passwords: PasswordHasher) -> dict[str, int]:
                     created["agreements"] += 1
     session.commit()
 
+    registrant, owner = (identities.find_by_email(session, e) for e in TIME_REGISTRANT)
+    owners_agreement = session.execute(select(Membership).where(Membership.identity_id == owner.id)).scalars().first()
+    owners_agreement.agreement.time_registrants_mobile_only = True
+    if session.execute(select(Membership).where(Membership.identity_id == registrant.id)).first() is None:
+        session.add(Membership(identity_id=registrant.id, agreement_id=owners_agreement.agreement_id,
+                               role=Role.time_registrant.value))
+    session.commit()
+
     for spec in CLIENTS:
-        if session.get(Client, spec["client_id"]) is None:
+        client = session.get(Client, spec["client_id"])
+        if client is None:
             clients.create_client(session, **spec)
             created["clients"] += 1
+        else:
+            # Keep demo clients in step with what this version offers them.
+            client.scope, client.grant_types = DEFAULT_SCOPE, list(DEFAULT_GRANT_TYPES)
+            client.mobile_app = spec.get("mobile_app", False)
+            session.commit()
     return created

@@ -36,6 +36,8 @@ class Agreement(Base):
     name: Mapped[str] = mapped_column(String(200))
     product_id: Mapped[str] = mapped_column(ForeignKey("products.id"), index=True)
     require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Time registrants of this agreement may only sign in to mobile time-registration apps.
+    time_registrants_mobile_only: Mapped[bool] = mapped_column(Boolean, default=False)
     closed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -12,6 +12,11 @@ from ..security import hasher
 from ..storage.db import Base, JSONList, UTCDateTime, utcnow
 
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token", TOKEN_EXCHANGE)
+DEFAULT_SCOPE = "openid profile email offline_access agreement"
+
+
 def _is_loopback_ip(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
@@ -46,15 +51,18 @@ class Client(Base, ClientMixin):
     application_type: Mapped[str] = mapped_column(String(16), default="web")
     redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
     post_logout_redirect_uris: Mapped[list] = mapped_column(JSONList, default=list)
-    grant_types: Mapped[list] = mapped_column(JSONList, default=lambda: ["authorization_code", "refresh_token"])
+    grant_types: Mapped[list] = mapped_column(JSONList, default=lambda: list(DEFAULT_GRANT_TYPES))
     response_types: Mapped[list] = mapped_column(JSONList, default=lambda: ["code"])
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40), default="client_secret_basic")
     #: Space-separated scopes this client may ask for.
-    scope: Mapped[str] = mapped_column(String(1000), default="openid profile email offline_access")
+    scope: Mapped[str] = mapped_column(String(1000), default=DEFAULT_SCOPE)
     id_token_signed_response_alg: Mapped[str] = mapped_column(String(10), default="RS256")
     #: First-party clients skip the consent page; only an operator sets this.
     first_party: Mapped[bool] = mapped_column(Boolean, default=False)
     require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: A mobile time-registration app: the only kind of client a time registrant
+    #: may use when their agreement says so.
+    mobile_app: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

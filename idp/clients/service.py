@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import DomainError
 from ..security import hasher, new_secret
-from .models import Client
+from .models import DEFAULT_SCOPE, Client
 
 
 class InvalidClientMetadataError(DomainError):
@@ -19,7 +19,7 @@ class InvalidClientMetadataError(DomainError):
 def create_client(session: Session, *, client_name: str, redirect_uris: list[str], product_id: str | None = None,
                   public: bool = False, native: bool = False, first_party: bool = False,
                   client_id: str | None = None, client_secret: str | None = None,
-                  scope: str = "openid profile email offline_access",
+                  scope: str = DEFAULT_SCOPE, mobile_app: bool = False,
                   post_logout_redirect_uris: list[str] | None = None) -> tuple[Client, str | None]:
     """Create and commit a client; returns it with its secret (shown once, stored hashed)."""
     if not redirect_uris:
@@ -36,7 +36,7 @@ def create_client(session: Session, *, client_name: str, redirect_uris: list[str
         post_logout_redirect_uris=list(post_logout_redirect_uris or []),
         token_endpoint_auth_method="none" if public else "client_secret_basic",
         client_secret_hash=hasher().hash(secret) if secret else None,
-        scope=scope, first_party=first_party,
+        scope=scope, first_party=first_party, mobile_app=mobile_app,
     )
     session.add(client)
     session.commit()

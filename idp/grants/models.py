@@ -42,6 +42,9 @@ class TokenFamily(Base):
     auth_time: Mapped[int | None] = mapped_column(Integer, nullable=True)
     acr: Mapped[str | None] = mapped_column(String(100), nullable=True)
     amr: Mapped[list] = mapped_column(JSONList, default=list)
+    #: The agreement every token of this family is for (scope ``agreement``).
+    agreement_id: Mapped[str | None] = mapped_column(ForeignKey("agreements.id", ondelete="CASCADE"), nullable=True,
+                                                     index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: Absolute end of the family: rotation never extends past it.
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -14,6 +14,7 @@ SCOPE_DESCRIPTIONS = {
     "profile": _l("Your name"),
     "email": _l("Your e-mail address"),
     "offline_access": _l("Stay connected when you are not using it"),
+    "agreement": _l("Know which agreement you work in, and your role there"),
 }
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
+from ..agreements import service as agreements
 from ..clients.models import Client
 from ..errors import InvalidCredentialsError
 from ..extensions import db_session, runtime
@@ -15,6 +17,12 @@ from ..oidc import authorize as flow
 from ..sessions import service as sessions
 
 bp = Blueprint("interaction", __name__)
+
+ROLE_LABELS = {"superuser": _l("Superuser"), "user": _l("User"), "time_registrant": _l("Time registrant")}
+
+
+def role_label(role: str) -> str:
+    return str(ROLE_LABELS.get(role, role))
 
 
 def _load(interaction_id):
@@ -60,6 +68,62 @@ def login(interaction_id):
                 return _resume(interaction_id)
     return render_template("interaction/login.html", client=client, email=email, error=error,
                            interaction_id=interaction_id), status
+
+
+def _signed_in(interaction_id):
+    """The pending request, its client and the signed-in login, or Nones."""
+    data, client = _load(interaction_id)
+    login = sessions.current(session)
+    if data is None or login is None:
+        return None, None, None
+    return data, client, login
+
+
+@bp.route("/interaction/<interaction_id>/agreement", methods=["GET", "POST"])
+def agreement(interaction_id):
+    data, client, login = _signed_in(interaction_id)
+    if data is None:
+        return flow.expired_interaction_page()
+    params = flow.interaction_params(data)
+    if request.method == "POST":
+        number = request.form.get("agreement", "")
+        # Never trust the posted number: it must be one of this person's
+        # eligible agreements for this client, checked again here.
+        if agreements.find_eligible(db_session(), login.identity_id, client, number) is None:
+            return render_template("errors/error.html", title=_("That agreement is not available"),
+                                   message=_("Choose one of the agreements in the list.")), 400
+        flow.update_interaction(interaction_id, data, agreement=number)
+        return _resume(interaction_id)
+    q = request.args.get("q", "").strip()[:100]
+    hint = params.get("agreement_hint")
+    notice = None
+    if hint and agreements.find_eligible(db_session(), login.identity_id, client, hint) is None:
+        notice = _("You do not have access to agreement %(number)s. Choose another one.", number=hint)
+    items = agreements.chooser_list(db_session(), login.identity_id, client, q)
+    return render_template("interaction/agreement.html", client=client, items=items, q=q, notice=notice,
+                           interaction_id=interaction_id, limit=agreements.CHOOSER_LIMIT, role_label=role_label)
+
+
+@bp.get("/interaction/<interaction_id>/agreement/search")
+def agreement_search(interaction_id):
+    """JSON for the chooser's instant filtering; the page works without it."""
+    data, client, login = _signed_in(interaction_id)
+    if data is None:
+        return {"error": "interaction_expired"}, 404
+    items = agreements.chooser_list(db_session(), login.identity_id, client, request.args.get("q", "")[:100])
+    return {"items": [{"number": i.number, "name": i.name, "role": role_label(i.role)} for i in items]}
+
+
+@bp.route("/interaction/<interaction_id>/no-agreement", methods=["GET", "POST"])
+def no_agreement(interaction_id):
+    data, client, login = _signed_in(interaction_id)
+    if data is None:
+        return flow.expired_interaction_page()
+    if request.method == "POST":
+        return flow.deny(flow.interaction_params(data),
+                         "The person has no agreement that this application can be used with.")
+    identity = db_session().get(Identity, login.identity_id)
+    return render_template("interaction/no_agreement.html", client=client, identity=identity), 403
 
 
 @bp.route("/interaction/<interaction_id>/consent", methods=["GET", "POST"])

@@ -18,6 +18,7 @@ import secrets
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidClientError, UnsupportedResponseTypeError
 from authlib.oidc.core.errors import LoginRequiredError
 from flask import current_app, redirect, render_template, session, url_for
@@ -26,6 +27,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
+from ..agreements import service as agreements
 from ..extensions import db_session, runtime
 from ..grants.models import Grant
 from ..identities.models import Identity
@@ -94,6 +96,9 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         return _handle_validation_error(error, server().create_oauth2_request(params))
 
     client = grant.request.client
+    agreement, agreement_reason = None, None
+    if login and "agreement" in (scope_to_list(grant.request.scope) or []):
+        agreement, agreement_reason = resolve_agreement(identity, client, params, interaction)
     granted = db_session().execute(
         select(Grant.scope).where(Grant.identity_id == login.identity_id, Grant.client_id == client.client_id)
     ).scalar_one_or_none() if login else None
@@ -103,24 +108,47 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         consented_here=bool(interaction and interaction.get("consented")),
         granted_scope=granted, requested_scope=grant.request.scope or "",
         id_token_hint_sub=_id_token_hint_sub(params.get("id_token_hint")),
+        agreement_reason=agreement_reason,
     )
     decision = prompts.evaluate(ctx)
     current_app.logger.debug("authorize %s: %s", client.client_id, decision.reason or "issue")
     if decision.error:
-        return _redirect_error(grant.request, decision.error(redirect_uri=grant.redirect_uri,
-                                                             state=params.get("state")))
+        return _redirect_error(grant.request, decision.error(description=decision.description,
+                                                             redirect_uri=grant.redirect_uri, state=params.get("state")))
     if decision.interaction:
         interaction_id = interaction_id or _start_interaction(params, client.client_id)
         return redirect(url_for(f"interaction.{decision.interaction}", interaction_id=interaction_id))
 
     principal = Principal(identity=identity, family_id=new_family_id(), auth_time=login.auth_time,
-                          acr=login.acr, amr=list(login.amr), sid=login.sid)
+                          acr=login.acr, amr=list(login.amr), sid=login.sid, agreement=agreement)
     if interaction_id:
         runtime().store.delete(INTERACTION, interaction_id)
+    if agreement is not None:
+        agreements.mark_used(db_session(), identity.id, agreement.agreement_pk)
     return server().create_authorization_response(request=grant.request, grant=grant, grant_user=principal)
 
 
-def deny(params: MultiDict):
+def resolve_agreement(identity, client, params, interaction) -> tuple[agreements.Selected | None, str | None]:
+    """The agreement this authorization is for, or why there is none yet."""
+    session = db_session()
+    chosen = (interaction or {}).get("agreement")
+    if chosen:
+        selected = agreements.find_eligible(session, identity.id, client, chosen)
+        if selected is not None:
+            return selected, None
+    if "select_agreement" in (params.get("prompt") or "").split():
+        return None, "agreement_not_selected"
+    hint = params.get("agreement_hint")
+    if hint:
+        selected = agreements.find_eligible(session, identity.id, client, hint)
+        return (selected, None) if selected else (None, "agreement_hint_not_member")
+    candidates = agreements.first_eligible(session, identity.id, client)
+    if len(candidates) == 1:
+        return candidates[0], None
+    return None, "no_eligible_agreement" if not candidates else "agreement_not_selected"
+
+
+def deny(params: MultiDict, description: str = "The person declined the request."):
     """The person cancelled: tell the RP ``access_denied`` (if its request is still valid)."""
     request = server().create_oauth2_request(params)
     try:
@@ -129,11 +157,8 @@ def deny(params: MultiDict):
         redirect_uri = error.redirect_uri
     except OAuth2Error as error:
         return _handle_validation_error(error, request)
-    return _redirect_error(request, _access_denied(redirect_uri, params.get("state")))
-
-
-def _access_denied(redirect_uri, state):
-    return AccessDeniedError(description="The person declined the request.", redirect_uri=redirect_uri, state=state)
+    return _redirect_error(request, AccessDeniedError(description=description, redirect_uri=redirect_uri,
+                                                      state=params.get("state")))
 
 
 # -- interactions ------------------------------------------------------------

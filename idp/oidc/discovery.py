@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ..clients.models import TOKEN_EXCHANGE
 from ..sessions.service import ACR_MFA, ACR_PASSWORD
 from .claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS
 
-PROMPT_VALUES = ["none", "login", "consent"]
+PROMPT_VALUES = ["none", "login", "consent", "select_agreement"]
 
 
 def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
@@ -19,7 +20,7 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "scopes_supported": SUPPORTED_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", TOKEN_EXCHANGE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,

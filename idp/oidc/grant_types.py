@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, scope_to_list
 from authlib.oauth2.rfc6749 import grants
@@ -13,6 +13,8 @@ from authlib.oidc.core import OpenIDCode, OpenIDToken
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from authlib.oidc.core.models import AuthorizationCodeMixin
 
+from ..agreements import service as agreements
+from ..agreements.service import Selected
 from ..extensions import db_session, runtime
 from ..identities.models import Identity
 from . import claims, tokens
@@ -60,12 +62,12 @@ class AuthorizationCode(AuthorizationCodeMixin):
         return self.data.get("code_challenge_method")
 
 
-def _principal(identity_id: str, data: dict) -> Principal | None:
+def _principal(identity_id: str, data: dict, agreement: Selected | None = None) -> Principal | None:
     identity = db_session().get(Identity, identity_id)
     if identity is None or identity.disabled:
         return None
     return Principal(identity=identity, family_id=data["family_id"], auth_time=data.get("auth_time"),
-                     acr=data.get("acr"), amr=list(data.get("amr") or []), sid=data.get("sid"))
+                     acr=data.get("acr"), amr=list(data.get("amr") or []), sid=data.get("sid"), agreement=agreement)
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -112,7 +114,7 @@ class IdTokenMixin:
                 "iat": now, "exp": now + settings.id_token_ttl}
 
     def generate_user_info(self, user: Principal, scope):
-        info = claims.user_info(user.identity, scope)
+        info = claims.user_info(user.identity, scope, user.agreement)
         # The code's auth context is already in; this repeats it for refreshes,
         # where an ID token must keep the original auth_time (OIDC Core §12.2).
         for name in ("auth_time", "acr", "sid"):
@@ -151,6 +153,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "acr": principal.acr,
             "amr": principal.amr,
             "sid": principal.sid,
+            "agreement": asdict(principal.agreement) if principal.agreement else None,
             "code_challenge": data.get("code_challenge"),
             "code_challenge_method": data.get("code_challenge_method"),
             "expires_at": time.time() + settings.authorization_code_ttl,
@@ -174,7 +177,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing left to do: query_authorization_code consumed it atomically."""
 
     def authenticate_user(self, authorization_code):
-        return _principal(authorization_code.data["identity_id"], authorization_code.data)
+        agreement = authorization_code.data.get("agreement")
+        return _principal(authorization_code.data["identity_id"], authorization_code.data,
+                          Selected(**agreement) if agreement else None)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         # A refresh token outlives the browser session, so it needs consent to
@@ -187,6 +192,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl)
         session.commit()
+
+
+def family_context(family) -> dict:
+    return {"family_id": family.id, "auth_time": family.auth_time, "acr": family.acr, "amr": family.amr,
+            "sid": family.sid}
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -203,13 +213,18 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             # so neither the thief nor the client keeps access (RFC 9700 §4.14.2).
             tokens.revoke_family(session, token.family_id, "refresh_token_reuse")
             return None
+        if token.family.agreement_id is not None:
+            # Membership is checked at every refresh: a removed member (or a
+            # closed agreement) gets invalid_grant here, not at token expiry.
+            self.request.agreement = agreements.current(session, token.family.identity_id, token.family.agreement_id,
+                                                        self.request.client)
+            if self.request.agreement is None:
+                return None
         return token
 
     def authenticate_user(self, refresh_token):
-        family = refresh_token.family
-        data = {"family_id": family.id, "auth_time": family.auth_time, "acr": family.acr, "amr": family.amr,
-                "sid": family.sid}
-        return _principal(family.identity_id, data)
+        return _principal(refresh_token.family.identity_id, family_context(refresh_token.family),
+                          getattr(self.request, "agreement", None))
 
     def save_token(self, token):
         tokens.persist(db_session(), token, self.request.client, self.request.user, new_family=False,

@@ -6,7 +6,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthor
 from authlib.integrations.flask_oauth2 import ResourceProtector as FlaskResourceProtector
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request, scope_to_list
 from authlib.oauth2.rfc6749.errors import InvalidClientError, MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
@@ -19,6 +19,7 @@ from ..clients.models import Client
 from ..extensions import db_session, runtime
 from ..identities.models import Identity
 from . import claims, tokens
+from .token_exchange import TokenExchangeGrant
 from .grant_types import (AuthorizationCodeGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
                           RequestObjectsNotSupported, S256CodeChallenge)
 
@@ -160,12 +161,12 @@ class UserInfo(UserInfoEndpoint):
     def __call__(self, request):
         token = self.resource_protector.acquire_token("openid")
         record = TokenRecord(token)
-        client, identity = record.get_client(), record.get_user()
-        return 200, self.generate_user_info(identity, record.scope), [
-            ("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-
-    def generate_user_info(self, user, scope):
-        return claims.user_info(user, scope)
+        info = claims.user_info(record.get_user(), record.scope)
+        if "agreement" in (scope_to_list(record.scope) or []):
+            # The agreement is the one this access token was issued for; the
+            # token is signed and checked for revocation, so it is the source.
+            info.update({k: token[k] for k in claims.AGREEMENT_CLAIMS if k in token})
+        return 200, info, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
     def get_issuer(self):
         return runtime().settings.issuer
@@ -180,6 +181,7 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
                                                   RequestObjectsNotSupported()])
     server.register_grant(RefreshTokenGrant, [IdTokenForRefresh()])
+    server.register_grant(TokenExchangeGrant)
     server.register_extension(Issuer())
 
     protector = ResourceProtector()

@@ -12,10 +12,12 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
+from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ..agreements.service import Selected
 from ..grants.models import AccessToken, RefreshToken, TokenFamily
 from ..identities.models import Identity
 from ..security import hasher, new_secret
@@ -39,6 +41,7 @@ class Principal:
     acr: str | None = None
     amr: list[str] = field(default_factory=list)
     sid: str | None = None
+    agreement: Selected | None = None
 
     def get_user_id(self) -> str:
         return self.identity.id
@@ -81,6 +84,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         claims = {}
         if getattr(user, "sid", None):
             claims["sid"] = user.sid
+        if getattr(user, "agreement", None) is not None and "agreement" in (scope_to_list(scope) or []):
+            claims.update(user.agreement.claims())
         return claims
 
 
@@ -99,6 +104,7 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
             id=family_id, client_id=client.get_client_id(), identity_id=principal.identity.id,
             scope=token.get("scope", ""), sid=principal.sid, auth_time=principal.auth_time,
             acr=principal.acr, amr=principal.amr,
+            agreement_id=principal.agreement.agreement_pk if principal.agreement else None,
             expires_at=utcnow() + dt.timedelta(seconds=refresh_token_ttl),
         ))
         session.flush()

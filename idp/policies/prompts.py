@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from authlib.oauth2.rfc6749 import scope_to_list
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oauth2.rfc6749.errors import AccessDeniedError
+from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 
 from ..sessions.service import BrowserLogin
 
@@ -31,14 +32,17 @@ class Context:
     granted_scope: str | None
     requested_scope: str
     id_token_hint_sub: str | None
+    #: Why no agreement is selected yet (scope ``agreement``), or None.
+    agreement_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class Check:
     reason: str
-    interaction: str  # "login" | "consent"
+    interaction: str  # "login" | "agreement" | "no_agreement" | "consent"
     error: type
     applies: Callable[[Context], bool]
+    description: str | None = None
 
 
 def _prompts(ctx: Context) -> list[str]:
@@ -78,6 +82,17 @@ CHECKS = [
     Check("id_token_hint_mismatch", "login", LoginRequiredError,
           lambda ctx: ctx.id_token_hint_sub is not None and ctx.login is not None
           and ctx.id_token_hint_sub != ctx.login.identity_id and not ctx.logged_in_here),
+    # The agreement contract (DESIGN.md): choose one unless exactly one fits or
+    # agreement_hint names one; prompt=none gets the standard error instead.
+    Check("no_eligible_agreement", "no_agreement", AccessDeniedError,
+          lambda ctx: ctx.agreement_reason == "no_eligible_agreement",
+          "The person has no agreement that this application can be used with."),
+    Check("agreement_hint_not_member", "agreement", AccessDeniedError,
+          lambda ctx: ctx.agreement_reason == "agreement_hint_not_member",
+          "The person has no membership in the agreement named by agreement_hint."),
+    Check("agreement_not_selected", "agreement", InteractionRequiredError,
+          lambda ctx: ctx.agreement_reason == "agreement_not_selected",
+          "The person must choose an agreement."),
     Check("consent_missing", "consent", ConsentRequiredError, _consent_missing),
 ]
 
@@ -87,6 +102,7 @@ class Decision:
     reason: str | None = None
     interaction: str | None = None
     error: type | None = None
+    description: str | None = None
 
 
 def evaluate(ctx: Context) -> Decision:
@@ -94,6 +110,6 @@ def evaluate(ctx: Context) -> Decision:
     for check in CHECKS:
         if check.applies(ctx):
             if "none" in _prompts(ctx):
-                return Decision(reason=check.reason, error=check.error)
-            return Decision(reason=check.reason, interaction=check.interaction)
+                return Decision(reason=check.reason, error=check.error, description=check.description)
+            return Decision(reason=check.reason, interaction=check.interaction, description=check.description)
     return Decision()

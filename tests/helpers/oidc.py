@@ -76,12 +76,10 @@ class RP:
                                                    "email": email, "password": password, "action": "login"})
 
     def follow(self, response):
-        """Follow IdP-internal redirects until one leaves the IdP or a page is shown."""
+        """Follow IdP-internal redirects until one leaves the IdP or leads to an interaction page."""
         while response.status_code == 302 and not response.location.startswith(self.redirect_uri.split("?")[0]):
-            if "/interaction/" in response.location and "/login" in response.location:
-                return response
-            if "/consent" in response.location:
-                return response
+            if "/interaction/" in response.location:
+                return response  # a page for the person: the caller decides what they do
             response = self.browser.get(path_of(response.location))
         return response
 

@@ -1,0 +1,136 @@
+"""Which agreements a person may work in through a given client, and choosing one.
+
+Every query is paged or limited in the database and driven by the
+(identity_id, last_used_at) index: a bookkeeper with 10,000 agreements never
+has them all loaded into Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Select, and_, func, not_, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..storage.db import utcnow
+from .models import Agreement, Membership, Role
+
+CHOOSER_LIMIT = 50
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The agreement a login works in, as every token carries it."""
+
+    agreement_pk: str
+    number: str
+    name: str
+    product: str
+    role: str
+
+    def claims(self) -> dict:
+        return {"agreement_id": self.number, "agreement_name": self.name, "agreement_product": self.product,
+                "agreement_role": self.role}
+
+
+def _selected(membership: Membership) -> Selected:
+    agreement = membership.agreement
+    return Selected(agreement.id, agreement.number, agreement.name, agreement.product_id, membership.role)
+
+
+def eligible(identity_id: str, client) -> Select:
+    """Memberships the identity may use with ``client``: open agreements of the
+    client's product (all for a product-neutral client), minus time-registrant
+    memberships that the agreement restricts to mobile apps."""
+    query = (select(Membership).join(Membership.agreement)
+             .where(Membership.identity_id == identity_id, Agreement.closed.is_(False)))
+    if client is not None and client.product_id:
+        query = query.where(Agreement.product_id == client.product_id)
+    if client is None or not client.mobile_app:
+        query = query.where(not_(and_(Membership.role == Role.time_registrant.value,
+                                      Agreement.time_registrants_mobile_only.is_(True))))
+    return query
+
+
+def _search(query: Select, q: str | None) -> Select:
+    q = (q or "").strip()
+    if not q:
+        return query
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return query.where(or_(Agreement.number.startswith(q, autoescape=True),
+                           func.lower(Agreement.name).like(f"%{escaped.lower()}%", escape="\\")))
+
+
+def first_eligible(session: Session, identity_id: str, client, limit: int = 2) -> list[Selected]:
+    """Up to ``limit`` eligible agreements: enough to tell none, exactly one, or several."""
+    return [_selected(m) for m in session.execute(eligible(identity_id, client).limit(limit)).scalars()]
+
+
+def find_eligible(session: Session, identity_id: str, client, number: str | None) -> Selected | None:
+    """The identity's eligible agreement with this public number, or None."""
+    if not number or len(number) > 32:
+        return None
+    membership = session.execute(eligible(identity_id, client).where(Agreement.number == number)).scalar_one_or_none()
+    return _selected(membership) if membership else None
+
+
+def current(session: Session, identity_id: str, agreement_pk: str, client) -> Selected | None:
+    """Re-check a selection (at refresh and exchange): None once the membership is gone."""
+    membership = session.execute(eligible(identity_id, client).where(Agreement.id == agreement_pk)).scalar_one_or_none()
+    return _selected(membership) if membership else None
+
+
+def chooser_list(session: Session, identity_id: str, client, q: str | None = None,
+                 limit: int = CHOOSER_LIMIT) -> list[Selected]:
+    """For the chooser: most recently used first, then by number."""
+    query = _search(eligible(identity_id, client), q).order_by(
+        Membership.last_used_at.is_(None), Membership.last_used_at.desc(), Agreement.number).limit(limit)
+    return [_selected(m) for m in session.execute(query).scalars()]
+
+
+def mark_used(session: Session, identity_id: str, agreement_pk: str) -> None:
+    session.execute(update(Membership).where(Membership.identity_id == identity_id,
+                                             Membership.agreement_id == agreement_pk).values(last_used_at=utcnow()))
+    session.commit()
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict]
+    next_cursor: str | None
+
+
+def _encode_cursor(number: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": number}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The agreement number a cursor points after; raises ValueError when malformed."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = data["after"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError("malformed cursor") from error
+    if not isinstance(after, str):
+        raise ValueError("malformed cursor")
+    return after
+
+
+def page(session: Session, identity_id: str, client, *, q: str | None = None, product: str | None = None,
+         cursor: str | None = None, limit: int = 50) -> Page:
+    """A stable page of the caller's agreements, ordered by number (which never
+    changes, unlike last use, so cursors stay valid while the person works)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = _search(eligible(identity_id, client), q)
+    if product:
+        query = query.where(Agreement.product_id == product)
+    if cursor:
+        query = query.where(Agreement.number > decode_cursor(cursor))
+    rows = session.execute(query.order_by(Agreement.number).limit(limit + 1)).scalars().all()
+    items = [{**_selected(m).claims(), "last_used_at": m.last_used_at.isoformat() if m.last_used_at else None}
+             for m in rows[:limit]]
+    next_cursor = _encode_cursor(rows[limit - 1].agreement.number) if len(rows) > limit else None
+    return Page(items, next_cursor)

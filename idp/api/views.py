@@ -1,0 +1,41 @@
+"""Blueprint "api": JSON APIs for RPs, authorized by our access tokens."""
+
+from __future__ import annotations
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, current_app, jsonify, request
+
+from ..agreements import service as agreements
+from ..clients.models import Client
+from ..extensions import db_session
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _error(status: int, error: str, description: str):
+    return jsonify(error=error, error_description=description), status
+
+
+@bp.get("/me/agreements")
+def my_agreements():
+    """The caller's agreements for an RP's switcher: ?q=&product=&cursor=&limit= (scope ``agreement``)."""
+    try:
+        token = current_app.extensions["authlib.protector"].acquire_token(["agreement"])
+    except OAuth2Error as error:
+        return current_app.extensions["authlib.server"].handle_response(*error())
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
+    if not 1 <= limit <= agreements.MAX_PAGE:
+        return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
+    client = db_session().get(Client, token["client_id"])
+    try:
+        page = agreements.page(db_session(), token["sub"], client, q=request.args.get("q", "")[:100],
+                               product=request.args.get("product") or None, cursor=request.args.get("cursor") or None,
+                               limit=limit)
+    except ValueError:
+        return _error(400, "invalid_request", "'cursor' is not one this API returned.")
+    response = jsonify(items=page.items, next_cursor=page.next_cursor)
+    response.headers["Cache-Control"] = "no-store"
+    return response
