@@ -15,7 +15,7 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, redirect, render_template, request, session, url_for
+from flask import Flask, redirect, render_template, session, url_for
 from joserfc.errors import JoseError
 
 # Anything that can go wrong talking to the IdP. We show these to the person instead of
