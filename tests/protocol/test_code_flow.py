@@ -6,7 +6,7 @@ import time
 
 import jwt as pyjwt
 
-from tests.helpers.oidc import at_hash, make_rp, query
+from tests.helpers.oidc import at_hash, make_rp
 
 
 def test_oidcc_server_happy_path(client, factory):

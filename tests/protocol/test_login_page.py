@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
-import pytest
 
 from tests.helpers.oidc import csrf_token, make_rp, path_of, query
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from urllib.parse import urlencode
 
-import pytest
 
 from tests.helpers.oidc import RP, csrf_token, make_rp, path_of, pkce_pair, query
 
