@@ -12,6 +12,8 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from . import security
+from .identities.totp import Totp
+from .security import DataCipher, load_data_key
 from .extensions import Runtime, babel, csrf, runtime
 from .identities.passwords import PasswordHasher
 from .oidc import keys as keys_module
@@ -47,12 +49,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.check_schema:
         migrations.check_current(database.engine)
     keys_module.generate(settings.keys_dir)
+    store = make_store(database, settings.redis_url, settings.redis_prefix)
     app.extensions["idp"] = Runtime(
         settings=settings,
         db=database,
-        store=make_store(database, settings.redis_url, settings.redis_prefix),
+        store=store,
         keys=keys_module.KeyRing(settings.keys_dir, settings.max_token_ttl, settings.keys_reload_interval),
         passwords=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism),
+        totp=Totp(DataCipher(load_data_key(settings.data_key, settings.keys_dir)), store),
     )
     app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
 
@@ -82,6 +86,7 @@ def _select_locale():
 
 
 def _register_blueprints(app: Flask) -> None:
+    from .account.views import bp as account_bp
     from .api.views import bp as api_bp
     from .interaction.views import bp as interaction_bp
     from .oidc.views import bp as oidc_bp
@@ -93,6 +98,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(oidc_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(interaction_bp)
+    app.register_blueprint(account_bp)
 
     @app.get("/healthz")
     def healthz():

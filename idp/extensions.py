@@ -13,6 +13,7 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 
 from .identities.passwords import PasswordHasher
+from .identities.totp import Totp
 from .oidc.keys import KeyRing
 from .settings import Settings
 from .storage.db import Database
@@ -29,6 +30,7 @@ class Runtime:
     store: EphemeralStore
     keys: KeyRing
     passwords: PasswordHasher
+    totp: Totp
 
 
 def runtime() -> Runtime:

@@ -46,6 +46,8 @@ class Settings:
     #: Prefix for every Redis key, so several deployments (or test runs) can share a server.
     redis_prefix: str = "idp:"
     secret_key: str = ""
+    #: AES key (base64url, 32 bytes) for secrets at rest; empty: one kept in keys_dir.
+    data_key: str = ""
     keys_dir: Path = PROJECT_ROOT / "keys"
     #: None: Secure cookies unless the issuer is loopback http.
     cookie_secure: bool | None = None
@@ -68,6 +70,16 @@ class Settings:
     check_schema: bool = True
     default_locale: str = "en"
     supported_locales: tuple[str, ...] = ("en", "da")
+    #: Outgoing mail. Empty smtp_host: messages are written as .eml files into outbox_dir.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    #: Implicit TLS (usually port 465); wins over smtp_starttls.
+    smtp_ssl: bool = False
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    mail_from: str = "Connect login <no-reply@localhost>"
+    outbox_dir: Path = PROJECT_ROOT / "outbox"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -121,6 +133,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         redis_url=get("REDIS_URL", ""),
         redis_prefix=get("REDIS_PREFIX", defaults.redis_prefix),
         secret_key=get("SECRET_KEY", ""),
+        data_key=get("DATA_KEY", ""),
         keys_dir=keys_dir,
         cookie_secure=_bool(cookie_secure) if cookie_secure else None,
         argon2_memory_kib=int(get("ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)),
@@ -129,6 +142,14 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         access_token_ttl=int(get("ACCESS_TOKEN_TTL", defaults.access_token_ttl)),
         refresh_token_ttl=int(get("REFRESH_TOKEN_TTL", defaults.refresh_token_ttl)),
         session_lifetime=int(get("SESSION_LIFETIME", defaults.session_lifetime)),
+        smtp_host=get("SMTP_HOST", defaults.smtp_host),
+        smtp_port=int(get("SMTP_PORT", defaults.smtp_port)),
+        smtp_starttls=_bool(get("SMTP_STARTTLS", "")),
+        smtp_ssl=_bool(get("SMTP_SSL", "")),
+        smtp_username=get("SMTP_USERNAME", defaults.smtp_username),
+        smtp_password=get("SMTP_PASSWORD", defaults.smtp_password),
+        mail_from=get("MAIL_FROM", defaults.mail_from),
+        outbox_dir=Path(get("OUTBOX_DIR", defaults.outbox_dir)),
     )
     if not settings.secret_key:
         if mode == "production":

@@ -112,3 +112,12 @@ def factory(app, db):
     from tests.helpers.factories import Factory
 
     return Factory(app, db)
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on 127.0.0.1 (see tests/helpers/smtp.py)."""
+    from tests.helpers.smtp import SmtpServer
+
+    with SmtpServer() as server:
+        yield server

@@ -30,6 +30,7 @@ class Selected:
     name: str
     product: str
     role: str
+    require_second_factor: bool = False
 
     def claims(self) -> dict:
         return {"agreement_id": self.number, "agreement_name": self.name, "agreement_product": self.product,
@@ -38,7 +39,8 @@ class Selected:
 
 def _selected(membership: Membership) -> Selected:
     agreement = membership.agreement
-    return Selected(agreement.id, agreement.number, agreement.name, agreement.product_id, membership.role)
+    return Selected(agreement.id, agreement.number, agreement.name, agreement.product_id, membership.role,
+                    agreement.require_second_factor)
 
 
 def eligible(identity_id: str, client) -> Select:

@@ -8,10 +8,8 @@ from flask_babel import lazy_gettext as _l
 
 from ..agreements import service as agreements
 from ..clients.models import Client
-from ..errors import InvalidCredentialsError
 from ..extensions import db_session, runtime
 from ..grants import service as grants
-from ..identities import service as identities
 from ..identities.models import Identity
 from ..oidc import authorize as flow
 from ..sessions import service as sessions
@@ -35,45 +33,23 @@ def _load(interaction_id):
     return None, None
 
 
+def safe_path(target: str | None, default: str = "/") -> str:
+    """``target`` if it is a path on this site, else ``default``: no open redirects."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    if any(ord(c) < 32 for c in target):
+        return default
+    return target
+
+
 def _resume(interaction_id):
     return redirect(url_for("oidc.resume", interaction_id=interaction_id))
-
-
-@bp.route("/interaction/<interaction_id>/login", methods=["GET", "POST"])
-def login(interaction_id):
-    data, client = _load(interaction_id)
-    if data is None:
-        return flow.expired_interaction_page()
-    params = flow.interaction_params(data)
-    if request.method == "POST" and request.form.get("action") == "cancel":
-        return flow.deny(params)
-
-    email = request.form.get("email", params.get("login_hint", "")).strip()
-    error, status = None, 200
-    if request.method == "POST":
-        password = request.form.get("password", "")
-        if not email or not password:
-            error, status = _("Enter your e-mail address and your password."), 400
-        elif not identities.valid_email(email):
-            error, status = _("That does not look like an e-mail address."), 400
-        else:
-            try:
-                identity = identities.authenticate(db_session(), runtime().passwords, email, password)
-            except InvalidCredentialsError:
-                # The same words for an unknown e-mail and a wrong password.
-                error, status = _("The e-mail address or the password is not correct."), 401
-            else:
-                sessions.sign_in(session, identity.id, ["pwd"], runtime().settings.session_lifetime)
-                flow.update_interaction(interaction_id, data, logged_in=True)
-                return _resume(interaction_id)
-    return render_template("interaction/login.html", client=client, email=email, error=error,
-                           interaction_id=interaction_id), status
 
 
 def _signed_in(interaction_id):
     """The pending request, its client and the signed-in login, or Nones."""
     data, client = _load(interaction_id)
-    login = sessions.current(session)
+    login, _identity = flow.signed_in_identity()
     if data is None or login is None:
         return None, None, None
     return data, client, login
@@ -147,7 +123,7 @@ def consent(interaction_id):
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    login = sessions.current(session)
+    login, _identity = flow.signed_in_identity()
     if request.method == "POST":
         sessions.sign_out(session)
         return render_template("interaction/logged_out.html")
@@ -159,8 +135,7 @@ def logout():
 
 @bp.get("/")
 def home():
-    login = sessions.current(session)
-    identity = db_session().get(Identity, login.identity_id) if login else None
+    _login, identity = flow.signed_in_identity()
     return render_template("interaction/home.html", identity=identity)
 
 
@@ -168,8 +143,7 @@ def home():
 def language(code):
     if code in runtime().settings.supported_locales:
         session["locale"] = code
-    target = request.args.get("next", "/")
-    # Same-site paths only: no open redirect through the language switch.
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"
-    return redirect(target)
+    return redirect(safe_path(request.args.get("next")))
+
+
+from . import login  # noqa: E402,F401  (registers the sign-in routes on this blueprint)

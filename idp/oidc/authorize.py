@@ -77,19 +77,20 @@ def _id_token_hint_sub(hint: str | None) -> str | None:
     return token.claims.get("sub") or ""
 
 
-def _signed_in_identity():
+def signed_in_identity():
+    """(login, identity) for this browser, or (None, None) when nobody valid is signed in."""
     login = sessions.current(session)
     if login is None:
         return None, None
     identity = db_session().get(Identity, login.identity_id)
-    if identity is None or identity.disabled:
+    if not sessions.valid_for(login, identity):
         return None, None
     return login, identity
 
 
 def handle(params: MultiDict, interaction: dict | None = None, interaction_id: str | None = None):
     """Run one authorization request from its parameters; returns a Flask response."""
-    login, identity = _signed_in_identity()
+    login, identity = signed_in_identity()
     try:
         grant = server().get_consent_grant(request=params, end_user=identity)
     except OAuth2Error as error:
@@ -109,6 +110,7 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         granted_scope=granted, requested_scope=grant.request.scope or "",
         id_token_hint_sub=_id_token_hint_sub(params.get("id_token_hint")),
         agreement_reason=agreement_reason,
+        acr_required=prompts.second_factor_required(params, client, agreement),
     )
     decision = prompts.evaluate(ctx)
     current_app.logger.debug("authorize %s: %s", client.client_id, decision.reason or "issue")

@@ -9,6 +9,7 @@ interaction it needs, and the error to return instead under ``prompt=none``.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -17,7 +18,7 @@ from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc6749.errors import AccessDeniedError
 from authlib.oidc.core.errors import ConsentRequiredError, InteractionRequiredError, LoginRequiredError
 
-from ..sessions.service import BrowserLogin
+from ..sessions.service import ACR_MFA, ACR_PASSWORD, BrowserLogin
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,14 @@ class Context:
     id_token_hint_sub: str | None
     #: Why no agreement is selected yet (scope ``agreement``), or None.
     agreement_reason: str | None = None
+    #: The request, the client or the agreement demands the second level.
+    acr_required: bool = False
 
 
 @dataclass(frozen=True)
 class Check:
     reason: str
-    interaction: str  # "login" | "agreement" | "no_agreement" | "consent"
+    interaction: str  # an endpoint of the interaction blueprint taking interaction_id
     error: type
     applies: Callable[[Context], bool]
     description: str | None = None
@@ -93,8 +96,43 @@ CHECKS = [
     Check("agreement_not_selected", "agreement", InteractionRequiredError,
           lambda ctx: ctx.agreement_reason == "agreement_not_selected",
           "The person must choose an agreement."),
+    Check("acr_required", "interaction_stepup", InteractionRequiredError,
+          lambda ctx: ctx.acr_required and ctx.login is not None and ctx.login.acr != ACR_MFA,
+          "A second authentication factor is required."),
     Check("consent_missing", "consent", ConsentRequiredError, _consent_missing),
 ]
+
+
+def _essential_acr_values(raw_claims: str | None) -> set[str] | None:
+    """Values of an essential ``acr`` in the OIDC ``claims`` parameter (§5.5.1.1)."""
+    if not raw_claims:
+        return None
+    try:
+        request = json.loads(raw_claims)
+        acr = request.get("id_token", {}).get("acr")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(acr, dict) or not acr.get("essential"):
+        return None
+    if isinstance(acr.get("value"), str):
+        return {acr["value"]}
+    if isinstance(acr.get("values"), list):
+        return {v for v in acr["values"] if isinstance(v, str)}
+    return None
+
+
+def second_factor_required(params, client, agreement) -> bool:
+    """The four triggers of step-up: acr_values, an essential acr claim, the
+    client's policy and the selected agreement's policy."""
+    if getattr(client, "require_second_factor", False) or getattr(agreement, "require_second_factor", False):
+        return True
+    # acr_values is a preference list: the password level in it means the
+    # password level is acceptable (OIDC Core §3.1.2.1).
+    requested = set((params.get("acr_values") or "").split())
+    if ACR_MFA in requested and ACR_PASSWORD not in requested:
+        return True
+    essential = _essential_acr_values(params.get("claims"))
+    return bool(essential) and essential <= {ACR_MFA}
 
 
 @dataclass(frozen=True)

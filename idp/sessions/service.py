@@ -43,5 +43,28 @@ def sign_in(session, identity_id: str, amr: list[str], lifetime: int) -> Browser
     return current(session)
 
 
+def step_up(session) -> BrowserLogin | None:
+    """Raise the current login to the second level after a TOTP check.
+
+    ``auth_time`` stays the password's time: max_age asks for a fresh password,
+    which a second factor alone does not give. The session id rotates.
+    """
+    data = session.get(LOGIN_KEY)
+    if not data:
+        return None
+    amr = list(dict.fromkeys([*data["amr"], "otp", "mfa"]))
+    session.regenerate()
+    session[LOGIN_KEY] = {**data, "amr": amr, "acr": ACR_MFA}
+    return current(session)
+
+
+def valid_for(login: BrowserLogin | None, identity) -> bool:
+    """A login counts only for an enabled identity whose sessions were not ended since."""
+    if login is None or identity is None or identity.disabled:
+        return False
+    ended = identity.sessions_valid_after
+    return ended is None or login.auth_time >= int(ended.timestamp())
+
+
 def sign_out(session) -> None:
     session.clear()

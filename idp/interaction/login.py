@@ -1,0 +1,152 @@
+"""Signing in: the password step, the second step (TOTP or recovery code) and step-up.
+
+    password ──ok, no authenticator──────────────▶ signed in (amr pwd)
+       │
+       └──ok, authenticator──▶ second step ──ok──▶ signed in (amr pwd otp mfa)
+
+    signed in (pwd) ──/stepup──▶ code ──ok──▶ raised to mfa (no authenticator yet: enrol first)
+
+A password alone never signs in a person who has an authenticator: between
+the two steps the session holds only a short-lived ``pending_login``.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+from flask import redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+
+from ..errors import InvalidCredentialsError
+from ..extensions import db_session, runtime
+from ..identities import service as identities
+from ..identities.models import Identity
+from ..identities.totp import InvalidTotpError, TotpLockedError, TotpReplayError
+from ..oidc import authorize as flow
+from ..sessions import service as sessions
+from .views import _load, _resume, bp, safe_path
+
+PENDING = "pending_login"
+PENDING_TTL = 300
+
+
+def _password_form(client, next_url: str | None, interaction_id: str | None, login_hint: str = ""):
+    """Handle the e-mail + password form; returns a response."""
+    email = request.form.get("email", login_hint).strip()
+    error, status = None, 200
+    if request.method == "POST":
+        password = request.form.get("password", "")
+        if not email or not password:
+            error, status = _("Enter your e-mail address and your password."), 400
+        elif not identities.valid_email(email):
+            error, status = _("That does not look like an e-mail address."), 400
+        else:
+            try:
+                identity = identities.authenticate(db_session(), runtime().passwords, email, password)
+            except InvalidCredentialsError:
+                # The same words for an unknown e-mail and a wrong password.
+                error, status = _("The e-mail address or the password is not correct."), 401
+            else:
+                return _after_password(identity, next_url, interaction_id)
+    return render_template("interaction/login.html", client=client, email=email, error=error,
+                           interaction_id=interaction_id), status
+
+
+def _after_password(identity: Identity, next_url: str, interaction_id: str | None):
+    if runtime().totp.enrolled(db_session(), identity.id):
+        session[PENDING] = {"identity_id": identity.id, "next": next_url, "interaction_id": interaction_id,
+                            "expires_at": time.time() + PENDING_TTL}
+        return redirect(url_for("interaction.second_step"))
+    return _signed_in(identity.id, ["pwd"], next_url, interaction_id)
+
+
+def _signed_in(identity_id: str, amr: list[str], next_url: str, interaction_id: str | None):
+    sessions.sign_in(session, identity_id, amr, runtime().settings.session_lifetime)
+    if interaction_id:
+        data = flow.load_interaction(interaction_id)
+        if data is not None:
+            flow.update_interaction(interaction_id, data, logged_in=True)
+    return redirect(next_url)
+
+
+@bp.route("/interaction/<interaction_id>/login", methods=["GET", "POST"])
+def login(interaction_id):
+    data, client = _load(interaction_id)
+    if data is None:
+        return flow.expired_interaction_page()
+    params = flow.interaction_params(data)
+    if request.method == "POST" and request.form.get("action") == "cancel":
+        return flow.deny(params)
+    return _password_form(client, url_for("oidc.resume", interaction_id=interaction_id), interaction_id,
+                          params.get("login_hint", ""))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def standalone_login():
+    """Sign in to the IdP itself (account pages), outside any authorization request."""
+    next_url = safe_path(request.args.get("next"), url_for("account.overview"))
+    if request.method == "POST" and request.form.get("action") == "cancel":
+        return redirect(url_for("interaction.home"))
+    return _password_form(None, next_url, None)
+
+
+@bp.route("/login/second-step", methods=["GET", "POST"])
+def second_step():
+    pending = session.get(PENDING)
+    if not pending or pending["expires_at"] < time.time():
+        session.pop(PENDING, None)
+        return render_template("errors/error.html", title=_("Your sign-in has expired"),
+                               message=_("Start again from the app you came from.")), 400
+    error, status = None, 200
+    if request.method == "POST":
+        error, status = _check_second_factor(pending["identity_id"])
+        if error is None:
+            session.pop(PENDING, None)
+            return _signed_in(pending["identity_id"], ["pwd", "otp", "mfa"], pending["next"],
+                              pending.get("interaction_id"))
+    return render_template("interaction/second_step.html", error=error), status
+
+
+def _check_second_factor(identity_id: str) -> tuple[str | None, int]:
+    """Check the posted TOTP or recovery code: (error message or None, status)."""
+    code, recovery = request.form.get("code", ""), request.form.get("recovery_code", "")
+    totp = runtime().totp
+    try:
+        if recovery.strip():
+            totp.use_recovery_code(db_session(), identity_id, recovery)
+        else:
+            totp.verify(db_session(), identity_id, code)
+    except TotpLockedError:
+        return _("Too many attempts. Wait 5 minutes and try again."), 429
+    except TotpReplayError:
+        return _("That code has already been used. Wait for the next code and try again."), 400
+    except InvalidTotpError:
+        return _("That code is not right. Check your authenticator app and try again."), 400
+    return None, 200
+
+
+@bp.get("/interaction/<interaction_id>/stepup")
+def interaction_stepup(interaction_id):
+    return redirect(url_for("interaction.stepup", return_to=url_for("oidc.resume", interaction_id=interaction_id)))
+
+
+@bp.route("/stepup", methods=["GET", "POST"])
+def stepup():
+    """Raise the current sign-in to the second level, then go back where we came from."""
+    return_to = safe_path(request.args.get("return_to"))
+    login, identity = flow.signed_in_identity()
+    here = url_for("interaction.stepup") + "?" + urlencode({"return_to": return_to})
+    if login is None:
+        return redirect(url_for("interaction.standalone_login", next=here))
+    if login.acr == sessions.ACR_MFA:
+        return redirect(return_to)
+    if not runtime().totp.enrolled(db_session(), identity.id):
+        return redirect(url_for("account.enrol", return_to=return_to))
+    error, status = None, 200
+    if request.method == "POST":
+        error, status = _check_second_factor(identity.id)
+        if error is None:
+            sessions.step_up(session)
+            return redirect(return_to)
+    return render_template("interaction/stepup.html", error=error, identity=identity), status
