@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from . import security
+from . import mail, security
 from .identities.totp import Totp
 from .security import DataCipher, load_data_key
 from .extensions import Runtime, babel, csrf, runtime
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         keys=keys_module.KeyRing(settings.keys_dir, settings.max_token_ttl, settings.keys_reload_interval),
         passwords=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism),
         totp=Totp(DataCipher(load_data_key(settings.data_key, settings.keys_dir)), store),
+        mailer=mail.from_settings(settings),
     )
     app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
 

@@ -14,6 +14,7 @@ from flask_wtf import CSRFProtect
 
 from .identities.passwords import PasswordHasher
 from .identities.totp import Totp
+from .mail import Mailer
 from .oidc.keys import KeyRing
 from .settings import Settings
 from .storage.db import Database
@@ -31,6 +32,7 @@ class Runtime:
     keys: KeyRing
     passwords: PasswordHasher
     totp: Totp
+    mailer: Mailer
 
 
 def runtime() -> Runtime:

@@ -58,6 +58,9 @@ class Settings:
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    #: NIST SP 800-63B-4: 15 when the password may be the only factor. Below 15,
+    #: every sign-in must also pass two-step verification.
+    password_min_length: int = 15
     authorization_code_ttl: int = 60
     access_token_ttl: int = 3600
     id_token_ttl: int = 3600
@@ -139,6 +142,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         argon2_memory_kib=int(get("ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)),
         argon2_time_cost=int(get("ARGON2_TIME_COST", defaults.argon2_time_cost)),
         argon2_parallelism=int(get("ARGON2_PARALLELISM", defaults.argon2_parallelism)),
+        password_min_length=int(get("PASSWORD_MIN_LENGTH", defaults.password_min_length)),
         access_token_ttl=int(get("ACCESS_TOKEN_TTL", defaults.access_token_ttl)),
         refresh_token_ttl=int(get("REFRESH_TOKEN_TTL", defaults.refresh_token_ttl)),
         session_lifetime=int(get("SESSION_LIFETIME", defaults.session_lifetime)),
@@ -160,6 +164,8 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
 
 
 def validate(settings: Settings) -> None:
+    if settings.password_min_length < 8:
+        raise SettingsError("IDP_PASSWORD_MIN_LENGTH must be at least 8 (NIST SP 800-63B-4).")
     parts = urlsplit(settings.issuer)
     if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
         raise SettingsError("IDP_ISSUER must be an absolute http(s) URL without query or fragment.")

@@ -108,3 +108,6 @@ def disable():
             return redirect(url_for("account.overview"))
         status = 400
     return render_template("account/reauth.html", error=error, purpose="disable"), status
+
+
+from . import passwords  # noqa: E402,F401  (registers the password routes on this blueprint)

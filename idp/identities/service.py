@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import EmailTakenError, InvalidCredentialsError, InvalidEmailError
+from ..storage.db import utcnow
 from .models import Identity
 from .passwords import PasswordHasher
 
@@ -71,3 +72,19 @@ def authenticate(session: Session, hasher: PasswordHasher, email: str, password:
         identity.password_hash = new_hash
         session.commit()
     return identity
+
+
+def set_password(session: Session, hasher: PasswordHasher, identity: Identity, password: str) -> None:
+    """Change the password and end every session and refresh token of the identity; commits.
+
+    "Changing the password ends other sessions": sessions signed in before now
+    stop counting (sessions.service.valid_for) and every token family is revoked.
+    """
+    from ..grants.models import TokenFamily  # domain-to-domain, imported late to keep models independent
+
+    identity.password_hash = hasher.hash(normalize_password(password))
+    identity.sessions_valid_after = utcnow()
+    session.execute(update(TokenFamily).where(TokenFamily.identity_id == identity.id,
+                                              TokenFamily.revoked_at.is_(None))
+                    .values(revoked_at=utcnow(), revoked_reason="password_changed"))
+    session.commit()

@@ -48,7 +48,11 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
                 # The same words for an unknown e-mail and a wrong password.
                 error, status = _("The e-mail address or the password is not correct."), 401
             else:
-                return _after_password(identity, next_url, interaction_id)
+                if not identity.email_verified:
+                    # Only after the right password, so this reveals nothing to a stranger.
+                    error, status = _("Confirm your e-mail address first: open the link we sent you."), 403
+                else:
+                    return _after_password(identity, next_url, interaction_id)
     return render_template("interaction/login.html", client=client, email=email, error=error,
                            interaction_id=interaction_id), status
 

@@ -110,7 +110,8 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         granted_scope=granted, requested_scope=grant.request.scope or "",
         id_token_hint_sub=_id_token_hint_sub(params.get("id_token_hint")),
         agreement_reason=agreement_reason,
-        acr_required=prompts.second_factor_required(params, client, agreement),
+        acr_required=prompts.second_factor_required(
+            params, client, agreement, password_alone_allowed=runtime().settings.password_min_length >= 15),
     )
     decision = prompts.evaluate(ctx)
     current_app.logger.debug("authorize %s: %s", client.client_id, decision.reason or "issue")

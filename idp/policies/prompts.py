@@ -121,9 +121,12 @@ def _essential_acr_values(raw_claims: str | None) -> set[str] | None:
     return None
 
 
-def second_factor_required(params, client, agreement) -> bool:
+def second_factor_required(params, client, agreement, password_alone_allowed: bool = True) -> bool:
     """The four triggers of step-up: acr_values, an essential acr claim, the
-    client's policy and the selected agreement's policy."""
+    client's policy and the selected agreement's policy; and a password policy
+    too short for a password to be the only factor."""
+    if not password_alone_allowed:
+        return True
     if getattr(client, "require_second_factor", False) or getattr(agreement, "require_second_factor", False):
         return True
     # acr_values is a preference list: the password level in it means the
