@@ -50,14 +50,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         migrations.check_current(database.engine)
     keys_module.generate(settings.keys_dir)
     store = make_store(database, settings.redis_url, settings.redis_prefix)
+    cipher = DataCipher(load_data_key(settings.data_key, settings.keys_dir))
     app.extensions["idp"] = Runtime(
         settings=settings,
         db=database,
         store=store,
         keys=keys_module.KeyRing(settings.keys_dir, settings.max_token_ttl, settings.keys_reload_interval),
         passwords=PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism),
-        totp=Totp(DataCipher(load_data_key(settings.data_key, settings.keys_dir)), store),
+        totp=Totp(cipher, store),
         mailer=mail.from_settings(settings),
+        cipher=cipher,
     )
     app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
 

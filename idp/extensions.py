@@ -15,6 +15,7 @@ from flask_wtf import CSRFProtect
 from .identities.passwords import PasswordHasher
 from .identities.totp import Totp
 from .mail import Mailer
+from .security import DataCipher
 from .oidc.keys import KeyRing
 from .settings import Settings
 from .storage.db import Database
@@ -33,6 +34,8 @@ class Runtime:
     passwords: PasswordHasher
     totp: Totp
     mailer: Mailer
+    #: Encrypts the few secrets that must be readable again (TOTP seeds, client_secret_jwt keys).
+    cipher: DataCipher
 
 
 def runtime() -> Runtime:

@@ -48,6 +48,9 @@ class Settings:
     secret_key: str = ""
     #: AES key (base64url, 32 bytes) for secrets at rest; empty: one kept in keys_dir.
     data_key: str = ""
+    #: Keys pairwise subject identifiers; empty: derived from secret_key. Changing
+    #: it changes every pairwise ``sub``, so set it once and keep it.
+    pairwise_salt: str = ""
     keys_dir: Path = PROJECT_ROOT / "keys"
     #: None: Secure cookies unless the issuer is loopback http.
     cookie_secure: bool | None = None
@@ -137,6 +140,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         redis_prefix=get("REDIS_PREFIX", defaults.redis_prefix),
         secret_key=get("SECRET_KEY", ""),
         data_key=get("DATA_KEY", ""),
+        pairwise_salt=get("PAIRWISE_SALT", ""),
         keys_dir=keys_dir,
         cookie_secure=_bool(cookie_secure) if cookie_secure else None,
         argon2_memory_kib=int(get("ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)),

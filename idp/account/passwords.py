@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import g, jsonify, redirect, render_template, request, session, url_for
+from flask import g, jsonify, render_template, request, session, url_for
 from flask_babel import gettext as _
 
 from ..errors import EmailTakenError, InvalidCredentialsError, InvalidEmailError

@@ -72,6 +72,11 @@ def enrol():
         if error is None:
             pending = session[ENROL_KEY] = {"secret": totp_module.new_secret(), "reauthenticated": True}
         status = 400 if error else 200
+    elif request.method == "POST" and pending and already and not pending.get("reauthenticated"):
+        # Started before an authenticator existed (another tab enrolled since):
+        # replacing it now needs the password and a current code like any other.
+        session.pop(ENROL_KEY, None)
+        pending, error, status = None, _("Two-step verification was set up meanwhile. Confirm it is you to replace it."), 400
     elif request.method == "POST" and pending:
         try:
             runtime().totp.check_code(pending["secret"], identity.id, request.form.get("code", ""))

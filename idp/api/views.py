@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from ..agreements import service as agreements
 from ..clients.models import Client
 from ..extensions import db_session
+from ..oidc import tokens
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -30,8 +31,10 @@ def my_agreements():
     if not 1 <= limit <= agreements.MAX_PAGE:
         return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
     client = db_session().get(Client, token["client_id"])
+    # The token's sub may be pairwise; the record knows whose token it is.
+    record = tokens.find_access_token(db_session(), token["jti"])
     try:
-        page = agreements.page(db_session(), token["sub"], client, q=request.args.get("q", "")[:100],
+        page = agreements.page(db_session(), record.identity_id, client, q=request.args.get("q", "")[:100],
                                product=request.args.get("product") or None, cursor=request.args.get("cursor") or None,
                                limit=limit)
     except ValueError:

@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..security import hasher
-from ..storage.db import Base, JSONList, UTCDateTime, utcnow
+from ..storage.db import Base, JSONDict, JSONList, UTCDateTime, utcnow
 
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -64,6 +64,9 @@ class Client(Base, ClientMixin):
     #: may use when their agreement says so.
     mobile_app: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Registration metadata without a column of its own (RFC 7591 / OIDC
+    #: Registration names: jwks, jwks_uri, backchannel_logout_uri, ...).
+    extra_metadata: Mapped[dict] = mapped_column(JSONDict, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     # -- Authlib ClientMixin ------------------------------------------------
@@ -91,9 +94,9 @@ class Client(Base, ClientMixin):
         return hasher().verify(client_secret, self.client_secret_hash)
 
     def check_endpoint_auth_method(self, method, endpoint):
-        if endpoint == "token":
-            return method == self.token_endpoint_auth_method
-        return True
+        # Revocation and introspection use the token endpoint's method
+        # (RFC 8414 §2: their auth methods default to the token endpoint's).
+        return method == self.token_endpoint_auth_method
 
     def check_response_type(self, response_type):
         return response_type in self.response_types
@@ -105,6 +108,10 @@ class Client(Base, ClientMixin):
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
 
+    def meta(self, name: str, default=None):
+        return (self.extra_metadata or {}).get(name, default)
+
     @property
     def client_metadata(self) -> dict:
-        return {"client_name": self.client_name, "application_type": self.application_type}
+        return {**(self.extra_metadata or {}), "client_name": self.client_name,
+                "application_type": self.application_type}

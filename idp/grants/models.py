@@ -13,7 +13,7 @@ from authlib.oauth2.rfc6749 import TokenMixin
 from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..storage.db import Base, JSONList, UTCDateTime, utcnow
+from ..storage.db import Base, JSONDict, JSONList, UTCDateTime, utcnow
 
 
 class Grant(Base):
@@ -45,6 +45,8 @@ class TokenFamily(Base):
     #: The agreement every token of this family is for (scope ``agreement``).
     agreement_id: Mapped[str | None] = mapped_column(ForeignKey("agreements.id", ondelete="CASCADE"), nullable=True,
                                                      index=True)
+    #: The OIDC ``claims`` request of the authorization, for UserInfo (§5.5).
+    claims_request: Mapped[dict] = mapped_column(JSONDict, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: Absolute end of the family: rotation never extends past it.
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

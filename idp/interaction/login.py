@@ -25,7 +25,7 @@ from ..identities.models import Identity
 from ..identities.totp import InvalidTotpError, TotpLockedError, TotpReplayError
 from ..oidc import authorize as flow
 from ..sessions import service as sessions
-from .views import _load, _resume, bp, safe_path
+from .views import _load, bp, safe_path
 
 PENDING = "pending_login"
 PENDING_TTL = 300

@@ -104,9 +104,8 @@ def no_agreement(interaction_id):
 
 @bp.route("/interaction/<interaction_id>/consent", methods=["GET", "POST"])
 def consent(interaction_id):
-    data, client = _load(interaction_id)
-    login = sessions.current(session)
-    if data is None or login is None:
+    data, client, login = _signed_in(interaction_id)
+    if data is None:
         return flow.expired_interaction_page()
     params = flow.interaction_params(data)
     scope = client.get_allowed_scope(params.get("scope", ""))
@@ -146,4 +145,4 @@ def language(code):
     return redirect(safe_path(request.args.get("next")))
 
 
-from . import login  # noqa: E402,F401  (registers the sign-in routes on this blueprint)
+from . import login as _sign_in_routes  # noqa: E402,F401  (registers the sign-in routes on this blueprint)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oidc.core import UserInfo
 
@@ -29,15 +31,39 @@ def identity_claims(identity: Identity) -> dict:
     }
 
 
-def user_info(identity: Identity, scope: str, agreement=None) -> UserInfo:
-    """The claims ``scope`` releases; empty values are left out, as §5.3.2 asks.
-    ``agreement`` (the selected one, never the list) adds the agreement claims."""
+def parse_claims_request(raw: str | None) -> dict | None:
+    """The ``claims`` authorization parameter (OIDC Core §5.5); ValueError when malformed."""
+    if not raw:
+        return None
+    request = json.loads(raw)
+    if not isinstance(request, dict):
+        raise ValueError("not a JSON object")
+    for target in ("id_token", "userinfo"):
+        members = request.get(target, {})
+        if not isinstance(members, dict) or not all(v is None or isinstance(v, dict) for v in members.values()):
+            raise ValueError(f"'{target}' must map claim names to null or objects")
+    return request
+
+
+def requested(family_or_request, target: str) -> dict:
+    """Claims individually requested for ``target`` ("id_token" or "userinfo")."""
+    request = getattr(family_or_request, "claims_request", family_or_request) or {}
+    return request.get(target) or {}
+
+
+def user_info(identity: Identity, scope: str, agreement=None, requested: dict | None = None) -> UserInfo:
+    """The claims ``scope`` releases plus any requested by name (§5.5); empty
+    values are left out, as §5.3.2 asks. ``agreement`` (the selected one, never
+    the list) adds the agreement claims."""
     scopes = set(scope_to_list(scope or "") or [])
     available = identity_claims(identity)
     claims = {"sub": identity.id}
     for name, members in SCOPE_CLAIMS.items():
         if name in scopes:
             claims.update({k: available[k] for k in members if available[k] is not None})
+    for name in requested or {}:
+        if available.get(name) is not None:
+            claims[name] = available[name]
     if agreement is not None and "agreement" in scopes:
         claims.update(agreement.claims())
     return UserInfo(claims)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..clients.models import TOKEN_EXCHANGE
 from ..sessions.service import ACR_MFA, ACR_PASSWORD
 from .claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES
+from .endpoints import AUTH_METHODS
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS
 
 PROMPT_VALUES = ["none", "login", "consent", "select_agreement"]
@@ -16,20 +17,25 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
         "userinfo_endpoint": f"{issuer}/userinfo",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "jwks_uri": f"{issuer}/jwks",
         "scopes_supported": SUPPORTED_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", TOKEN_EXCHANGE],
-        "subject_types_supported": ["public"],
+        "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256", "EdDSA", "HS256"],
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": CLAIMS_SUPPORTED,
         "acr_values_supported": [ACR_PASSWORD, ACR_MFA],
         "prompt_values_supported": PROMPT_VALUES,
         "ui_locales_supported": list(locales),
-        "claims_parameter_supported": False,
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         # Discovery §3: the default is true, so saying nothing would be a lie.
         "request_uri_parameter_supported": False,

@@ -17,10 +17,11 @@ from ..agreements import service as agreements
 from ..agreements.service import Selected
 from ..extensions import db_session, runtime
 from ..identities.models import Identity
-from . import claims, tokens
+from . import claims, subjects, tokens
 from .tokens import Principal
 
-TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
+                               "none"]
 #: How long a consumed code's tombstone is kept, so a late replay still revokes
 #: what the first redemption issued (RFC 6749 §4.1.2 caps code life at 10 minutes).
 CODE_TOMBSTONE_TTL = 600
@@ -62,12 +63,13 @@ class AuthorizationCode(AuthorizationCodeMixin):
         return self.data.get("code_challenge_method")
 
 
-def _principal(identity_id: str, data: dict, agreement: Selected | None = None) -> Principal | None:
+def _principal(identity_id: str, data: dict, agreement: Selected | None = None, client=None) -> Principal | None:
     identity = db_session().get(Identity, identity_id)
     if identity is None or identity.disabled:
         return None
     return Principal(identity=identity, family_id=data["family_id"], auth_time=data.get("auth_time"),
-                     acr=data.get("acr"), amr=list(data.get("amr") or []), sid=data.get("sid"), agreement=agreement)
+                     acr=data.get("acr"), amr=list(data.get("amr") or []), sid=data.get("sid"), agreement=agreement,
+                     subject=subjects.subject_for(identity, client), claims_request=data.get("claims") or None)
 
 
 class S256CodeChallenge(CodeChallenge):
@@ -85,6 +87,19 @@ class S256CodeChallenge(CodeChallenge):
         if grant.request.client.is_public and not data.get("code_challenge"):
             raise InvalidRequestError("Public clients must use PKCE: 'code_challenge' is required.")
         super().validate_code_challenge(grant, redirect_uri)
+
+
+class ClaimsParameter:
+    """OIDC Core §5.5: a malformed ``claims`` parameter is ``invalid_request``."""
+
+    def __call__(self, grant):
+        grant.register_hook("after_validate_authorization_request_payload", self.validate)
+
+    def validate(self, grant, redirect_uri):
+        try:
+            claims.parse_claims_request(grant.request.payload.data.get("claims"))
+        except ValueError as error:
+            raise InvalidRequestError(f"Invalid 'claims' parameter: {error}.") from error
 
 
 class RequestObjectsNotSupported:
@@ -114,7 +129,9 @@ class IdTokenMixin:
                 "iat": now, "exp": now + settings.id_token_ttl}
 
     def generate_user_info(self, user: Principal, scope):
-        info = claims.user_info(user.identity, scope, user.agreement)
+        info = claims.user_info(user.identity, scope, user.agreement,
+                                requested=claims.requested(user.claims_request, "id_token"))
+        info["sub"] = user.get_user_id()
         # The code's auth context is already in; this repeats it for refreshes,
         # where an ID token must keep the original auth_time (OIDC Core §12.2).
         for name in ("auth_time", "acr", "sid"):
@@ -154,6 +171,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "amr": principal.amr,
             "sid": principal.sid,
             "agreement": asdict(principal.agreement) if principal.agreement else None,
+            "claims": claims.parse_claims_request(data.get("claims")),
             "code_challenge": data.get("code_challenge"),
             "code_challenge_method": data.get("code_challenge_method"),
             "expires_at": time.time() + settings.authorization_code_ttl,
@@ -179,7 +197,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def authenticate_user(self, authorization_code):
         agreement = authorization_code.data.get("agreement")
         return _principal(authorization_code.data["identity_id"], authorization_code.data,
-                          Selected(**agreement) if agreement else None)
+                          Selected(**agreement) if agreement else None, self.request.client)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
         # A refresh token outlives the browser session, so it needs consent to
@@ -196,7 +214,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
 def family_context(family) -> dict:
     return {"family_id": family.id, "auth_time": family.auth_time, "acr": family.acr, "amr": family.amr,
-            "sid": family.sid}
+            "sid": family.sid, "claims": family.claims_request}
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -224,7 +242,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_user(self, refresh_token):
         return _principal(refresh_token.family.identity_id, family_context(refresh_token.family),
-                          getattr(self.request, "agreement", None))
+                          getattr(self.request, "agreement", None), self.request.client)
 
     def save_token(self, token):
         tokens.persist(db_session(), token, self.request.client, self.request.user, new_family=False,

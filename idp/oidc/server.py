@@ -6,22 +6,21 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthor
 from authlib.integrations.flask_oauth2 import ResourceProtector as FlaskResourceProtector
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request, scope_to_list
+from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidClientError, MissingAuthorizationError, UnsupportedTokenTypeError
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from authlib.oauth2.rfc9207 import IssuerParameter
-from authlib.oidc.core import UserInfoEndpoint
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from ..clients.models import Client
 from ..extensions import db_session, runtime
-from ..identities.models import Identity
-from . import claims, tokens
+from . import client_auth, tokens
+from .endpoints import Introspection, Revocation, UserInfo
 from .token_exchange import TokenExchangeGrant
 from .grant_types import (AuthorizationCodeGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
-                          RequestObjectsNotSupported, S256CodeChallenge)
+                          ClaimsParameter, RequestObjectsNotSupported, S256CodeChallenge)
 
 
 class ParamsPayload(OAuth2Payload):
@@ -140,46 +139,15 @@ class ResourceProtector(FlaskResourceProtector):
             raise
 
 
-class TokenRecord(dict):
-    """What UserInfoEndpoint needs from a validated access token."""
-
-    def get_client(self):
-        return db_session().get(Client, self["client_id"])
-
-    def get_user(self):
-        identity = db_session().get(Identity, self["sub"])
-        if identity is None or identity.disabled:
-            raise InvalidTokenError()
-        return identity
-
-    @property
-    def scope(self):
-        return self.get("scope", "")
-
-
-class UserInfo(UserInfoEndpoint):
-    def __call__(self, request):
-        token = self.resource_protector.acquire_token("openid")
-        record = TokenRecord(token)
-        info = claims.user_info(record.get_user(), record.scope)
-        if "agreement" in (scope_to_list(record.scope) or []):
-            # The agreement is the one this access token was issued for; the
-            # token is signed and checked for revocation, so it is the source.
-            info.update({k: token[k] for k in claims.AGREEMENT_CLAIMS if k in token})
-        return 200, info, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
-
-    def get_issuer(self):
-        return runtime().settings.issuer
-
-
 def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     settings = runtime().settings
     server = AuthorizationServer()
     server.init_app(app)
+    client_auth.register(server)
     server.register_token_generator("default", tokens.AccessTokenGenerator(
         settings.issuer, runtime().keys, settings.access_token_ttl))
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
-                                                  RequestObjectsNotSupported()])
+                                                  ClaimsParameter(), RequestObjectsNotSupported()])
     server.register_grant(RefreshTokenGrant, [IdTokenForRefresh()])
     server.register_grant(TokenExchangeGrant)
     server.register_extension(Issuer())
@@ -187,4 +155,6 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     protector = ResourceProtector()
     protector.register_token_validator(AccessTokenValidator())
     server.register_endpoint(UserInfo(resource_protector=protector))
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)
     return server, protector

@@ -106,7 +106,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         session = db_session()
         family, target = self.request.subject_family, self.request.target
         context = {**family_context(family), "family_id": tokens.new_family_id()}
-        user = _principal(family.identity_id, context, target)
+        user = _principal(family.identity_id, context, target, self.request.client)
         if user is None:
             raise InvalidRequestError("The subject token is not valid.")
         self.request.user = user

@@ -42,9 +42,12 @@ class Principal:
     amr: list[str] = field(default_factory=list)
     sid: str | None = None
     agreement: Selected | None = None
+    #: The ``sub`` this client sees (pairwise or public).
+    subject: str | None = None
+    claims_request: dict | None = None
 
     def get_user_id(self) -> str:
-        return self.identity.id
+        return self.subject or self.identity.id
 
 
 def new_family_id() -> str:
@@ -105,6 +108,7 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
             scope=token.get("scope", ""), sid=principal.sid, auth_time=principal.auth_time,
             acr=principal.acr, amr=principal.amr,
             agreement_id=principal.agreement.agreement_pk if principal.agreement else None,
+            claims_request=principal.claims_request or {},
             expires_at=utcnow() + dt.timedelta(seconds=refresh_token_ttl),
         ))
         session.flush()

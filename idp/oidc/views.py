@@ -44,6 +44,16 @@ def userinfo():
     return current_app.extensions["authlib.server"].create_endpoint_response("userinfo")
 
 
+@bp.post("/revoke")
+def revoke():
+    return current_app.extensions["authlib.server"].create_endpoint_response("revocation")
+
+
+@bp.post("/introspect")
+def introspect():
+    return current_app.extensions["authlib.server"].create_endpoint_response("introspection")
+
+
 @bp.get("/jwks")
 def jwks():
     return _public_json(runtime().keys.jwks(), 300)

@@ -21,6 +21,8 @@ class BrowserLogin:
     #: OIDC session id, in ID tokens as ``sid`` (for logout).
     sid: str
     expires_at: int
+    #: Precise time of sign-in, to compare with a "signed out everywhere" moment.
+    signed_in_at: float = 0.0
 
 
 def current(session) -> BrowserLogin | None:
@@ -30,16 +32,17 @@ def current(session) -> BrowserLogin | None:
     if data["expires_at"] <= time.time():
         return None
     return BrowserLogin(data["identity_id"], data["auth_time"], tuple(data["amr"]), data["acr"], data["sid"],
-                        data["expires_at"])
+                        data["expires_at"], data.get("signed_in_at", data["auth_time"]))
 
 
 def sign_in(session, identity_id: str, amr: list[str], lifetime: int) -> BrowserLogin:
     """Record a fresh login and rotate the session id."""
-    now = int(time.time())
+    precise = time.time()
+    now = int(precise)
     session.regenerate()
     acr = ACR_MFA if "mfa" in amr else ACR_PASSWORD
     session[LOGIN_KEY] = {"identity_id": identity_id, "auth_time": now, "amr": amr, "acr": acr,
-                          "sid": secrets.token_urlsafe(16), "expires_at": now + lifetime}
+                          "sid": secrets.token_urlsafe(16), "expires_at": now + lifetime, "signed_in_at": precise}
     return current(session)
 
 
@@ -63,7 +66,7 @@ def valid_for(login: BrowserLogin | None, identity) -> bool:
     if login is None or identity is None or identity.disabled:
         return False
     ended = identity.sessions_valid_after
-    return ended is None or login.auth_time >= int(ended.timestamp())
+    return ended is None or login.signed_in_at > ended.timestamp()
 
 
 def sign_out(session) -> None:

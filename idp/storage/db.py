@@ -60,6 +60,19 @@ class JSONList(TypeDecorator):
         return json.loads(value) if value else []
 
 
+class JSONDict(TypeDecorator):
+    """A JSON object stored as text."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return json.dumps(dict(value or {}))
+
+    def process_result_value(self, value, dialect):
+        return json.loads(value) if value else {}
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 

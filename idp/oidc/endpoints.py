@@ -1,0 +1,154 @@
+"""UserInfo, revocation (RFC 7009) and introspection (RFC 7662): Authlib endpoints, our storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authlib.consts import default_json_headers
+from authlib.oauth2.rfc6749 import scope_to_list
+from authlib.oauth2.rfc6750 import InvalidTokenError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.core import UserInfoEndpoint
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from ..clients.models import Client
+from ..extensions import db_session, runtime
+from ..grants.models import AccessToken, RefreshToken
+from ..identities.models import Identity
+from ..storage.db import utcnow
+from . import claims, subjects, tokens
+
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]
+
+
+@dataclass
+class IssuedToken:
+    """An access or refresh token of ours, as Authlib's endpoints see it."""
+
+    kind: str  # "access_token" | "refresh_token"
+    record: AccessToken | RefreshToken
+    jwt_claims: dict | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.record.client_id if self.kind == "access_token" else self.record.family.client_id
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.client_id
+
+    def is_expired(self) -> bool:
+        return self.record.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        if self.kind == "access_token":
+            return not self.record.active and not self.is_expired()
+        return self.record.is_revoked()
+
+    def get_scope(self) -> str:
+        return self.record.scope if self.kind == "access_token" else self.record.family.scope
+
+
+def find_token(value: str, hint: str | None) -> IssuedToken | None:
+    """Look the token up as the hint says first, then as the other kind."""
+    kinds = ["refresh_token", "access_token"] if hint == "refresh_token" else ["access_token", "refresh_token"]
+    for kind in kinds:
+        found = _find_access(value) if kind == "access_token" else _find_refresh(value)
+        if found is not None:
+            return found
+    return None
+
+
+def _find_access(value: str) -> IssuedToken | None:
+    if value.count(".") != 2 or len(value) > 8192:
+        return None
+    try:
+        # Expired tokens must still be found, to be reported inactive.
+        decoded = jwt.decode(value, runtime().keys.public_keys(), algorithms=[tokens.ACCESS_TOKEN_ALG])
+    except (JoseError, ValueError):
+        return None
+    if decoded.header.get("typ") != "at+jwt" or decoded.claims.get("iss") != runtime().settings.issuer:
+        return None
+    record = tokens.find_access_token(db_session(), str(decoded.claims.get("jti")))
+    return IssuedToken("access_token", record, decoded.claims) if record else None
+
+
+def _find_refresh(value: str) -> IssuedToken | None:
+    if len(value) > 512:
+        return None
+    record = tokens.find_refresh_token(db_session(), value)
+    return IssuedToken("refresh_token", record) if record else None
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = [*AUTH_METHODS, "none"]
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: IssuedToken, request):
+        session = db_session()
+        if token.kind == "access_token":
+            token.record.revoked_at = utcnow()
+            session.commit()
+        else:
+            # RFC 7009 §2.1: revoking a refresh token SHOULD also invalidate the
+            # access tokens of the same grant; the family holds them all.
+            tokens.revoke_family(session, token.record.family_id, "revoked_by_client")
+
+
+class Introspection(IntrospectionEndpoint):
+    """Only confidential clients may introspect, and only tokens issued to them
+    or meant for them (``aud``); anything else is reported inactive."""
+
+    CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        return find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: IssuedToken, client, request):
+        if token.check_client(client):
+            return True
+        audience = (token.jwt_claims or {}).get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        return client.client_id in audiences
+
+    def introspect_token(self, token: IssuedToken):
+        if token.kind == "access_token":
+            payload = {k: v for k, v in token.jwt_claims.items() if k != "typ"}
+            payload["token_type"] = "DPoP" if "cnf" in payload else "Bearer"
+            return payload
+        family = token.record.family
+        client = db_session().get(Client, family.client_id)
+        identity = db_session().get(Identity, family.identity_id)
+        return {
+            "scope": family.scope, "client_id": family.client_id, "token_type": "refresh_token",
+            "iss": runtime().settings.issuer, "iat": int(token.record.created_at.timestamp()),
+            "exp": int(token.record.expires_at.timestamp()),
+            "sub": subjects.subject_for(identity, client) if identity else None,
+        }
+
+    def create_endpoint_response(self, request):
+        status, body, headers = super().create_endpoint_response(request)
+        return status, body, default_json_headers
+
+
+class UserInfo(UserInfoEndpoint):
+    def __call__(self, request):
+        token = self.resource_protector.acquire_token("openid")
+        record = tokens.find_access_token(db_session(), token["jti"])
+        identity = db_session().get(Identity, record.identity_id) if record and record.identity_id else None
+        if identity is None or identity.disabled:
+            raise InvalidTokenError()
+        client = db_session().get(Client, token["client_id"])
+        info = claims.user_info(identity, token.get("scope", ""), requested=claims.requested(record.family, "userinfo"))
+        info["sub"] = subjects.subject_for(identity, client)
+        if "agreement" in (scope_to_list(token.get("scope", "")) or []):
+            # The agreement is the one this access token was issued for; the
+            # token is signed and checked for revocation, so it is the source.
+            info.update({k: token[k] for k in claims.AGREEMENT_CLAIMS if k in token})
+        return 200, info, [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+    def get_issuer(self):
+        return runtime().settings.issuer
