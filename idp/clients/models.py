@@ -14,7 +14,9 @@ from ..storage.db import Base, JSONDict, JSONList, UTCDateTime, utcnow
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token", TOKEN_EXCHANGE)
-DEFAULT_SCOPE = "openid profile email offline_access agreement"
+#: Every scope this IdP knows; a client is registered for some of them.
+KNOWN_SCOPES = ("openid", "profile", "email", "address", "phone", "offline_access", "agreement")
+DEFAULT_SCOPE = " ".join(KNOWN_SCOPES)
 
 
 def _is_loopback_ip(host: str | None) -> bool:
@@ -81,10 +83,16 @@ class Client(Base, ClientMixin):
         return None
 
     def get_allowed_scope(self, scope):
+        """The requested scopes this client may have; None (→ invalid_scope) when it
+        asks for a scope we offer but it is not registered for. Scopes nobody
+        offers are ignored, as RFC 6749 §3.3 allows."""
         if not scope:
             return ""
-        allowed = set(scope_to_list(self.scope))
-        return list_to_scope([s for s in scope_to_list(scope) if s in allowed])
+        allowed = set(scope_to_list(self.scope) or [])
+        requested = scope_to_list(scope) or []
+        if any(s in KNOWN_SCOPES and s not in allowed for s in requested):
+            return None
+        return list_to_scope([s for s in requested if s in allowed])
 
     def check_redirect_uri(self, redirect_uri):
         native = self.application_type == "native"

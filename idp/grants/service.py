@@ -15,6 +15,8 @@ SCOPE_DESCRIPTIONS = {
     "email": _l("Your e-mail address"),
     "offline_access": _l("Stay connected when you are not using it"),
     "agreement": _l("Know which agreement you work in, and your role there"),
+    "address": _l("Your address"),
+    "phone": _l("Your phone number"),
 }
 
 

@@ -7,16 +7,22 @@ import json
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oidc.core import UserInfo
 
+from ..clients.models import KNOWN_SCOPES
 from ..identities.models import Identity
 
 SCOPE_CLAIMS = {
     "profile": ("name", "given_name", "family_name", "locale", "updated_at"),
     "email": ("email", "email_verified"),
+    # Released when the data exists; identities hold no address or phone yet.
+    "address": ("address",),
+    "phone": ("phone_number", "phone_number_verified"),
 }
 AGREEMENT_CLAIMS = ("agreement_id", "agreement_name", "agreement_product", "agreement_role")
-SUPPORTED_SCOPES = ["openid", "profile", "email", "offline_access", "agreement"]
+SUPPORTED_SCOPES = list(KNOWN_SCOPES)
 CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash",
                     *SCOPE_CLAIMS["profile"], *SCOPE_CLAIMS["email"], *AGREEMENT_CLAIMS]
+# address and phone are advertised as scopes but hold no data yet, so they are
+# not listed as claims (Discovery §3: claims the OP "MAY be able to supply").
 
 
 def identity_claims(identity: Identity) -> dict:
@@ -28,6 +34,9 @@ def identity_claims(identity: Identity) -> dict:
         "updated_at": int(identity.updated_at.timestamp()) if identity.updated_at else None,
         "email": identity.email,
         "email_verified": identity.email_verified,
+        "address": None,
+        "phone_number": None,
+        "phone_number_verified": None,
     }
 
 

@@ -25,7 +25,7 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "scopes_supported": SUPPORTED_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", TOKEN_EXCHANGE],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE],
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,

@@ -217,6 +217,18 @@ def family_context(family) -> dict:
             "sid": family.sid, "claims": family.claims_request}
 
 
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """Machine-to-machine tokens: no person, so ``sub`` is the client (RFC 9068 §2.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = [m for m in TOKEN_ENDPOINT_AUTH_METHODS if m != "none"]
+
+    def save_token(self, token):
+        session = db_session()
+        tokens.persist(session, token, self.request.client, None, new_family=False,
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+        session.commit()
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True

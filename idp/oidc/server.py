@@ -18,8 +18,9 @@ from ..clients.models import Client
 from ..extensions import db_session, runtime
 from . import client_auth, tokens
 from .endpoints import Introspection, Revocation, UserInfo
+from .resource_indicators import ResourceIndicators
 from .token_exchange import TokenExchangeGrant
-from .grant_types import (AuthorizationCodeGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
+from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
                           ClaimsParameter, RequestObjectsNotSupported, S256CodeChallenge)
 
 
@@ -147,9 +148,11 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_token_generator("default", tokens.AccessTokenGenerator(
         settings.issuer, runtime().keys, settings.access_token_ttl))
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
-                                                  ClaimsParameter(), RequestObjectsNotSupported()])
-    server.register_grant(RefreshTokenGrant, [IdTokenForRefresh()])
-    server.register_grant(TokenExchangeGrant)
+                                                  ClaimsParameter(), RequestObjectsNotSupported(),
+                                                  ResourceIndicators()])
+    server.register_grant(RefreshTokenGrant, [IdTokenForRefresh(), ResourceIndicators()])
+    server.register_grant(ClientCredentialsGrant, [ResourceIndicators()])
+    server.register_grant(TokenExchangeGrant, [ResourceIndicators()])
     server.register_extension(Issuer())
 
     protector = ResourceProtector()

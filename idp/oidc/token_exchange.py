@@ -18,9 +18,9 @@ refresh token; exchanging an access token returns an access token only.
 
 from __future__ import annotations
 
-from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError, UnauthorizedClientError, scope_to_list
 from authlib.oauth2.rfc6749.grants import BaseGrant, TokenEndpointMixin
+from authlib.oauth2.rfc6749.hooks import hooked
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwt import JWTClaimsRegistry
@@ -30,13 +30,10 @@ from ..clients.models import TOKEN_EXCHANGE
 from ..extensions import db_session, runtime
 from . import tokens
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS, _principal, family_context
+from .resource_indicators import InvalidTargetError
 
 REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-
-
-class InvalidTargetError(OAuth2Error):
-    error = "invalid_target"
 
 
 class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
@@ -102,6 +99,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
             raise InvalidRequestError("The subject token is not valid.")
         return record.family
 
+    @hooked
     def create_token_response(self):
         session = db_session()
         family, target = self.request.subject_family, self.request.target

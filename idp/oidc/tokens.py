@@ -70,9 +70,11 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         return self.keys.signing_keyset(ACCESS_TOKEN_ALG)
 
     def get_audiences(self, client, user, scope):
-        # Without a resource indicator the token is for the IdP's own APIs
-        # (UserInfo, the agreements API); RFC 9068 §3 leaves the default to us.
-        return self.issuer
+        # From the request's resource indicators (RFC 8707); without one the
+        # token is for the IdP's own APIs (UserInfo, the agreements API).
+        from .resource_indicators import current_audience
+
+        return current_audience()
 
     def get_auth_time(self, user):
         return getattr(user, "auth_time", None)

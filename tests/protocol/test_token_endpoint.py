@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tests.helpers.oidc import RP, make_rp, pkce_pair
+from tests.helpers.oidc import query, RP, make_rp, pkce_pair
 
 OFFLINE = "openid profile email offline_access"
 
@@ -196,12 +196,13 @@ def test_refresh_token_only_with_offline_access(client, signed_in):
     assert body.get("refresh_token"), body
 
 
-def test_offline_access_not_allowed_for_client_gives_no_refresh_token(client, factory):
-    identity = factory.identity()
+def test_offline_access_not_allowed_for_client_is_invalid_scope(client, factory):
+    # A scope the client is not registered for is refused, not silently dropped.
     rp = make_rp(client, factory, scope="openid profile email")
-    body = rp.token(rp.sign_in(identity.email, scope=OFFLINE)["code"]).get_json()
-    assert body.get("access_token"), body
-    assert "refresh_token" not in body
+    response = rp.follow(rp.authorize(scope=OFFLINE, state="st-scope"))
+    assert response.status_code == 302 and response.location.startswith(rp.redirect_uri)
+    assert query(response.location)["error"] == "invalid_scope"
+    assert query(response.location)["state"] == "st-scope"
 
 
 def test_oidcc_refresh_token(client, signed_in):
