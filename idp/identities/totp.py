@@ -62,8 +62,9 @@ def provisioning_uri(secret: str, email: str) -> str:
 def qr_svg(uri: str) -> str:
     """An inline SVG QR code, rendered here: the seed never goes to a QR service."""
     buffer = io.BytesIO()
+    # omitsize: a viewBox instead of a fixed size, so CSS can scale it whole.
     segno.make(uri, error="m").save(buffer, kind="svg", scale=5, border=2, xmldecl=False, svgns=True,
-                                     title="QR code")
+                                     title="QR code", omitsize=True)
     return buffer.getvalue().decode()
 
 
