@@ -15,6 +15,7 @@ browser sends back can change what was asked for.
 from __future__ import annotations
 
 import secrets
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
@@ -52,7 +53,21 @@ def _redirect_error(grant_request, error: OAuth2Error):
     if response.location:
         # RFC 9207 §2: "including error responses".
         response.location = add_params_to_uri(response.location, [("iss", runtime().settings.issuer)])
-    return response
+    return deliver(response, grant_request.payload.data)
+
+
+def deliver(response, params):
+    """Send an authorization response the way the RP asked (OAuth 2.0 Form Post
+    Response Mode): with ``form_post`` the parameters go in an auto-submitted
+    form instead of the query, so they stay out of URLs and logs."""
+    if params.get("response_mode") != "form_post" or response.status_code != 302 or not response.location:
+        return response
+    parts = urlsplit(response.location)
+    target = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    fields = parse_qsl(parts.query, keep_blank_values=True)
+    page = render_template("oidc/form_post.html", action=target, fields=fields)
+    return current_app.response_class(page, status=200, mimetype="text/html",
+                                      headers={"Cache-Control": "no-store"})
 
 
 def _handle_validation_error(error: OAuth2Error, request):
@@ -128,7 +143,8 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         runtime().store.delete(INTERACTION, interaction_id)
     if agreement is not None:
         agreements.mark_used(db_session(), identity.id, agreement.agreement_pk)
-    return server().create_authorization_response(request=grant.request, grant=grant, grant_user=principal)
+    return deliver(server().create_authorization_response(request=grant.request, grant=grant, grant_user=principal),
+                   params)
 
 
 def resolve_agreement(identity, client, params, interaction) -> tuple[agreements.Selected | None, str | None]:

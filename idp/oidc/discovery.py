@@ -24,7 +24,7 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "jwks_uri": f"{issuer}/jwks",
         "scopes_supported": SUPPORTED_SCOPES,
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": ["query", "form_post"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE],
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],

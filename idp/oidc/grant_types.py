@@ -95,11 +95,29 @@ class ClaimsParameter:
     def __call__(self, grant):
         grant.register_hook("after_validate_authorization_request_payload", self.validate)
 
-    def validate(self, grant, redirect_uri):
+    def validate(self, grant, _result):
         try:
             claims.parse_claims_request(grant.request.payload.data.get("claims"))
         except ValueError as error:
             raise InvalidRequestError(f"Invalid 'claims' parameter: {error}.") from error
+
+
+class ResponseModes:
+    """``query`` (the default for code) and ``form_post`` only; form_post posts
+    from the browser, so it needs an http(s) redirect URI."""
+
+    SUPPORTED = ("query", "form_post")
+
+    def __call__(self, grant):
+        grant.register_hook("after_validate_authorization_request_payload", self.validate)
+
+    def validate(self, grant, _result):
+        mode = grant.request.payload.data.get("response_mode")
+        if mode is not None and mode not in self.SUPPORTED:
+            raise InvalidRequestError(f"Unsupported 'response_mode': use one of {', '.join(self.SUPPORTED)}.")
+        redirect_uri = grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri() or ""
+        if mode == "form_post" and not redirect_uri.startswith(("https://", "http://")):
+            raise InvalidRequestError("The 'form_post' response mode requires an http or https redirect URI.")
 
 
 class RequestObjectsNotSupported:
@@ -110,7 +128,7 @@ class RequestObjectsNotSupported:
     def __call__(self, grant):
         grant.register_hook("after_validate_authorization_request_payload", self.validate)
 
-    def validate(self, grant, redirect_uri):
+    def validate(self, grant, _result):
         data = grant.request.payload.data
         if "request" in data:
             raise RequestNotSupportedError("Request objects ('request') are not supported.")

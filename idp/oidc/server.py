@@ -21,7 +21,8 @@ from .endpoints import Introspection, Revocation, UserInfo
 from .resource_indicators import ResourceIndicators
 from .token_exchange import TokenExchangeGrant
 from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
-                          ClaimsParameter, RequestObjectsNotSupported, S256CodeChallenge)
+                          ClaimsParameter, RequestObjectsNotSupported, ResponseModes,
+                          S256CodeChallenge)
 
 
 class ParamsPayload(OAuth2Payload):
@@ -148,7 +149,7 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_token_generator("default", tokens.AccessTokenGenerator(
         settings.issuer, runtime().keys, settings.access_token_ttl))
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
-                                                  ClaimsParameter(), RequestObjectsNotSupported(),
+                                                  ClaimsParameter(), RequestObjectsNotSupported(), ResponseModes(),
                                                   ResourceIndicators()])
     server.register_grant(RefreshTokenGrant, [IdTokenForRefresh(), ResourceIndicators()])
     server.register_grant(ClientCredentialsGrant, [ResourceIndicators()])
