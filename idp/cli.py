@@ -26,7 +26,7 @@ def main():
 
 
 def register(app: Flask) -> None:
-    for group in (db, keys, clients_group):
+    for group in (db, keys, clients_group, logout_group):
         app.cli.add_command(group)
     app.cli.add_command(demo)
     app.cli.add_command(serve)
@@ -153,6 +153,20 @@ def clients_list():
     for client in service.list_clients(db_session()):
         click.echo(f"{client.client_id}  {client.client_name}  product={client.product_id or '-'}  "
                    f"auth={client.token_endpoint_auth_method}  redirect_uris={' '.join(client.redirect_uris)}")
+
+
+@click.group("logout", help="Back-channel logout deliveries.")
+def logout_group():
+    pass
+
+
+@logout_group.command("retry", help="Deliver back-channel logout tokens that failed before (run from cron).")
+@with_appcontext
+def logout_retry():
+    from .oidc import logout
+
+    delivered, pending = logout.retry_pending(db_session())
+    click.echo(f"delivered {delivered}, still pending {pending}")
 
 
 @click.command("serve", help="Run the IdP (development server; use gunicorn idp.wsgi:app in production).")

@@ -2,7 +2,7 @@
 
 from .agreements.models import Agreement, Membership, Product, Role  # noqa: F401
 from .clients.models import Client  # noqa: F401
-from .grants.models import AccessToken, Grant, RefreshToken, TokenFamily  # noqa: F401
+from .grants.models import AccessToken, Grant, LogoutDelivery, RefreshToken, TokenFamily  # noqa: F401
 from .identities.models import Identity, RecoveryCode, SecondFactor  # noqa: F401
 from .storage.db import Base  # noqa: F401
 from .storage.ephemeral import EphemeralEntry  # noqa: F401

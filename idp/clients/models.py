@@ -122,4 +122,5 @@ class Client(Base, ClientMixin):
     @property
     def client_metadata(self) -> dict:
         return {**(self.extra_metadata or {}), "client_name": self.client_name,
-                "application_type": self.application_type}
+                "application_type": self.application_type,
+                "post_logout_redirect_uris": list(self.post_logout_redirect_uris or [])}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from authlib.oauth2.rfc6749 import TokenMixin
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..storage.db import Base, JSONDict, JSONList, UTCDateTime, utcnow
@@ -109,3 +109,18 @@ class AccessToken(Base):
         if self.revoked_at is not None or self.expires_at <= utcnow():
             return False
         return self.family is None or not self.family.revoked
+
+
+class LogoutDelivery(Base):
+    """A back-channel logout token on its way to an RP (kept until delivered)."""
+
+    __tablename__ = "logout_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"), index=True)
+    uri: Mapped[str] = mapped_column(String(2000))
+    logout_token: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)

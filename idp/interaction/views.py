@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from urllib.parse import urlsplit
+
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -12,6 +15,7 @@ from ..extensions import db_session, runtime
 from ..grants import service as grants
 from ..identities.models import Identity
 from ..oidc import authorize as flow
+from ..oidc import logout as logout_channels
 from ..sessions import service as sessions
 
 bp = Blueprint("interaction", __name__)
@@ -122,14 +126,29 @@ def consent(interaction_id):
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    login, _identity = flow.signed_in_identity()
-    if request.method == "POST":
-        sessions.sign_out(session)
-        return render_template("interaction/logged_out.html")
-    if login is None:
-        return render_template("interaction/logged_out.html")
-    identity = db_session().get(Identity, login.identity_id)
-    return render_template("interaction/logout.html", identity=identity)
+    """RP-Initiated Logout 1.0 and the IdP's own "sign out"."""
+    server = flow.server()
+    try:
+        end = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        # §4: on errors the OP "MUST not perform post-logout redirection".
+        return flow.error_page(error)
+    login, identity = flow.signed_in_identity()
+    if end.needs_confirmation and request.method == "GET" and login is not None:
+        return render_template("interaction/logout.html", identity=identity, client=end.client,
+                               params=[(k, v) for k, v in request.args.items(multi=True) if k != "csrf_token"])
+    sid = login.sid if login else None
+    sessions.sign_out(session)
+    frames = logout_channels.notify_clients(db_session(), sid)
+    if end.redirect_uri and not frames:
+        return redirect(end.redirect_uri)
+    response = current_app.make_response(render_template(
+        "interaction/logged_out.html", frames=frames, continue_to=end.redirect_uri))
+    if frames:
+        origins = " ".join(sorted({"{0.scheme}://{0.netloc}".format(urlsplit(u)) for u in frames}))
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; img-src 'self' data:; frame-src {origins}; frame-ancestors 'none'; base-uri 'none'")
+    return response
 
 
 @bp.get("/")

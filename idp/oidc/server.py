@@ -18,6 +18,7 @@ from ..clients.models import Client
 from ..extensions import db_session, runtime
 from . import client_auth, tokens
 from .endpoints import Introspection, Revocation, UserInfo
+from .logout import EndSession
 from .resource_indicators import ResourceIndicators
 from .token_exchange import TokenExchangeGrant
 from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
@@ -160,5 +161,6 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     protector.register_token_validator(AccessTokenValidator())
     server.register_endpoint(UserInfo(resource_protector=protector))
     server.register_endpoint(Revocation)
+    server.register_endpoint(EndSession)
     server.register_endpoint(Introspection)
     return server, protector
