@@ -14,13 +14,16 @@ browser sends back can change what was asked for.
 
 from __future__ import annotations
 
+import json
 import secrets
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import scope_to_list
-from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidClientError, UnsupportedResponseTypeError
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError, InvalidClientError, UnsupportedResponseTypeError
+from authlib.oauth2.rfc9101.errors import (InvalidRequestObjectError, InvalidRequestUriError,
+                                            RequestNotSupportedError, RequestUriNotSupportedError)
 from authlib.oidc.core.errors import LoginRequiredError
 from flask import current_app, redirect, render_template, session, url_for
 from joserfc import jwt
@@ -34,6 +37,7 @@ from ..grants.models import Grant
 from ..identities.models import Identity
 from ..policies import prompts
 from ..sessions import service as sessions
+from . import par, subjects
 from .tokens import Principal, new_family_id
 
 INTERACTION = "interaction"
@@ -70,26 +74,45 @@ def deliver(response, params):
                                       headers={"Cache-Control": "no-store"})
 
 
+#: Request-object errors come before Authlib checks the redirect URI; they may
+#: still go back to the RP once we have checked it ourselves.
+_REQUEST_OBJECT_ERRORS = (RequestNotSupportedError, RequestUriNotSupportedError, InvalidRequestObjectError,
+                          InvalidRequestUriError)
+
+
+def _verified_redirect_uri(params) -> str | None:
+    client = server().query_client(params.get("client_id")) if params.get("client_id") else None
+    if client is None:
+        return None
+    uri = params.get("redirect_uri")
+    if uri:
+        return uri if client.check_redirect_uri(uri) else None
+    return client.get_default_redirect_uri()
+
+
 def _handle_validation_error(error: OAuth2Error, request):
-    # An error may be redirected only when Authlib verified the redirect URI
+    # An error may be redirected only when the redirect URI was verified
     # against the client; otherwise (and for a missing or unknown response
     # type, per our contract) the person sees an error page.
+    if isinstance(error, _REQUEST_OBJECT_ERRORS) and not error.redirect_uri:
+        error.redirect_uri = _verified_redirect_uri(request.payload.data)
     if isinstance(error, (UnsupportedResponseTypeError, InvalidClientError)) or not error.redirect_uri:
         return error_page(error)
     return _redirect_error(request, error)
 
 
-def _id_token_hint_sub(hint: str | None) -> str | None:
-    if not hint:
-        return None
+def _hint_mismatch(hint: str | None, identity, client) -> bool:
+    """True when an id_token_hint names someone other than the signed-in person."""
+    if not hint or identity is None:
+        return False
     try:
         token = jwt.decode(hint, runtime().keys.public_keys())
     except (JoseError, ValueError):
-        return ""  # unreadable hint: matches nobody, so prompt=none fails safely
+        return True  # unreadable hint: matches nobody, so prompt=none fails safely
     # An expired ID token is still a valid hint (OIDC Core §3.1.2.1).
     if token.claims.get("iss") != runtime().settings.issuer:
-        return ""
-    return token.claims.get("sub") or ""
+        return True
+    return token.claims.get("sub") != subjects.subject_for(identity, client)
 
 
 def signed_in_identity():
@@ -103,8 +126,28 @@ def signed_in_identity():
     return login, identity
 
 
+def effective_params(payload_data) -> MultiDict:
+    """The request's parameters after a request object replaced them, as strings
+    (a request object carries max_age as a number and claims as an object)."""
+    if isinstance(payload_data, MultiDict):
+        return payload_data
+
+    def text(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+    return MultiDict([(k, text(v)) for k, v in payload_data.items()])
+
+
 def handle(params: MultiDict, interaction: dict | None = None, interaction_id: str | None = None):
     """Run one authorization request from its parameters; returns a Flask response."""
+    pushed = bool(interaction and interaction.get("pushed"))
+    if par.is_pushed(params):
+        try:
+            params, pushed = par.resolve(params), True
+        except OAuth2Error as error:
+            return error_page(error)
     login, identity = signed_in_identity()
     try:
         grant = server().get_consent_grant(request=params, end_user=identity)
@@ -112,6 +155,11 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         return _handle_validation_error(error, server().create_oauth2_request(params))
 
     client = grant.request.client
+    outer, params = params, effective_params(grant.request.payload.data)
+    if client.meta("require_pushed_authorization_requests") and not pushed:
+        return _redirect_error(grant.request, InvalidRequestError(
+            "This client must push its authorization requests (RFC 9126).", redirect_uri=grant.redirect_uri,
+            state=params.get("state")))
     agreement, agreement_reason = None, None
     if login and "agreement" in (scope_to_list(grant.request.scope) or []):
         agreement, agreement_reason = resolve_agreement(identity, client, params, interaction)
@@ -123,7 +171,7 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         logged_in_here=bool(interaction and interaction.get("logged_in")),
         consented_here=bool(interaction and interaction.get("consented")),
         granted_scope=granted, requested_scope=grant.request.scope or "",
-        id_token_hint_sub=_id_token_hint_sub(params.get("id_token_hint")),
+        hint_mismatch=_hint_mismatch(params.get("id_token_hint"), identity, client),
         agreement_reason=agreement_reason,
         acr_required=prompts.second_factor_required(
             params, client, agreement, password_alone_allowed=runtime().settings.password_min_length >= 15),
@@ -134,7 +182,8 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
         return _redirect_error(grant.request, decision.error(description=decision.description,
                                                              redirect_uri=grant.redirect_uri, state=params.get("state")))
     if decision.interaction:
-        interaction_id = interaction_id or _start_interaction(params, client.client_id)
+        interaction_id = interaction_id or _start_interaction(outer if not pushed else params, client.client_id,
+                                                              pushed)
         return redirect(url_for(f"interaction.{decision.interaction}", interaction_id=interaction_id))
 
     principal = Principal(identity=identity, family_id=new_family_id(), auth_time=login.auth_time,
@@ -182,11 +231,13 @@ def deny(params: MultiDict, description: str = "The person declined the request.
 
 # -- interactions ------------------------------------------------------------
 
-def _start_interaction(params: MultiDict, client_id: str) -> str:
+def _start_interaction(params: MultiDict, client_id: str, pushed: bool = False) -> str:
+    # A pushed request's request_uri is single use: the interaction keeps the
+    # pushed parameters themselves (and that they were pushed) for resuming.
     interaction_id = secrets.token_urlsafe(24)
     runtime().store.put(INTERACTION, interaction_id, {
         "params": {k: params.getlist(k) for k in params}, "client_id": client_id,
-        "logged_in": False, "consented": False,
+        "logged_in": False, "consented": False, "pushed": pushed,
     }, runtime().settings.interaction_ttl)
     bound = [i for i in session.get("interactions", []) if i != interaction_id]
     session["interactions"] = (bound + [interaction_id])[-MAX_BOUND_INTERACTIONS:]

@@ -44,7 +44,8 @@ def parse_claims_request(raw: str | None) -> dict | None:
     """The ``claims`` authorization parameter (OIDC Core §5.5); ValueError when malformed."""
     if not raw:
         return None
-    request = json.loads(raw)
+    # In a request object the claims request is already a JSON object.
+    request = raw if isinstance(raw, dict) else json.loads(raw)
     if not isinstance(request, dict):
         raise ValueError("not a JSON object")
     for target in ("id_token", "userinfo"):

@@ -7,6 +7,7 @@ from ..sessions.service import ACR_MFA, ACR_PASSWORD
 from .claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES
 from .endpoints import AUTH_METHODS
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS
+from .request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
 
 PROMPT_VALUES = ["none", "login", "consent", "select_agreement"]
 
@@ -41,7 +42,10 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "prompt_values_supported": PROMPT_VALUES,
         "ui_locales_supported": list(locales),
         "claims_parameter_supported": True,
-        "request_parameter_supported": False,
+        "request_parameter_supported": True,
+        "request_object_signing_alg_values_supported": [*REQUEST_OBJECT_ALGORITHMS, "none"],
+        "pushed_authorization_request_endpoint": f"{issuer}/par",
+        "require_pushed_authorization_requests": False,
         # Discovery §3: the default is true, so saying nothing would be a lie.
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,

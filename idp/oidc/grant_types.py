@@ -10,7 +10,6 @@ from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, scope
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, OpenIDToken
-from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from authlib.oidc.core.models import AuthorizationCodeMixin
 
 from ..agreements import service as agreements
@@ -118,22 +117,6 @@ class ResponseModes:
         redirect_uri = grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri() or ""
         if mode == "form_post" and not redirect_uri.startswith(("https://", "http://")):
             raise InvalidRequestError("The 'form_post' response mode requires an http or https redirect URI.")
-
-
-class RequestObjectsNotSupported:
-    """OIDC Core §6: an OP that does not support ``request``/``request_uri``
-    answers ``request_not_supported`` / ``request_uri_not_supported`` (both are
-    advertised as false in discovery) instead of silently ignoring them."""
-
-    def __call__(self, grant):
-        grant.register_hook("after_validate_authorization_request_payload", self.validate)
-
-    def validate(self, grant, _result):
-        data = grant.request.payload.data
-        if "request" in data:
-            raise RequestNotSupportedError("Request objects ('request') are not supported.")
-        if "request_uri" in data:
-            raise RequestURINotSupportedError("'request_uri' is not supported.")
 
 
 class IdTokenMixin:

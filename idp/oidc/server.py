@@ -19,10 +19,11 @@ from ..extensions import db_session, runtime
 from . import client_auth, tokens
 from .endpoints import Introspection, Revocation, UserInfo
 from .logout import EndSession
+from .request_objects import RequestObjects
 from .resource_indicators import ResourceIndicators
 from .token_exchange import TokenExchangeGrant
 from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
-                          ClaimsParameter, RequestObjectsNotSupported, ResponseModes,
+                          ClaimsParameter, ResponseModes,
                           S256CodeChallenge)
 
 
@@ -150,12 +151,13 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_token_generator("default", tokens.AccessTokenGenerator(
         settings.issuer, runtime().keys, settings.access_token_ttl))
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
-                                                  ClaimsParameter(), RequestObjectsNotSupported(), ResponseModes(),
+                                                  ClaimsParameter(), ResponseModes(),
                                                   ResourceIndicators()])
     server.register_grant(RefreshTokenGrant, [IdTokenForRefresh(), ResourceIndicators()])
     server.register_grant(ClientCredentialsGrant, [ResourceIndicators()])
     server.register_grant(TokenExchangeGrant, [ResourceIndicators()])
     server.register_extension(Issuer())
+    server.register_extension(RequestObjects())
 
     protector = ResourceProtector()
     protector.register_token_validator(AccessTokenValidator())

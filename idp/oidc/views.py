@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..extensions import runtime
 from . import authorize as flow
+from . import par
 from .discovery import metadata
 
 bp = Blueprint("oidc", __name__)
@@ -42,6 +43,12 @@ def token():
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo():
     return current_app.extensions["authlib.server"].create_endpoint_response("userinfo")
+
+
+@bp.post("/par")
+def pushed_authorization_request():
+    server = current_app.extensions["authlib.server"]
+    return server.handle_response(*par.push(server))
 
 
 @bp.post("/revoke")

@@ -32,7 +32,8 @@ class Context:
     consented_here: bool
     granted_scope: str | None
     requested_scope: str
-    id_token_hint_sub: str | None
+    #: An id_token_hint names someone other than the signed-in person.
+    hint_mismatch: bool
     #: Why no agreement is selected yet (scope ``agreement``), or None.
     agreement_reason: str | None = None
     #: The request, the client or the agreement demands the second level.
@@ -83,8 +84,7 @@ CHECKS = [
     # §3.1.2.2: if the hinted End-User is not the one signed in, prompt=none
     # MUST fail with login_required; otherwise ask them to sign in as that person.
     Check("id_token_hint_mismatch", "login", LoginRequiredError,
-          lambda ctx: ctx.id_token_hint_sub is not None and ctx.login is not None
-          and ctx.id_token_hint_sub != ctx.login.identity_id and not ctx.logged_in_here),
+          lambda ctx: ctx.hint_mismatch and ctx.login is not None and not ctx.logged_in_here),
     # The agreement contract (DESIGN.md): choose one unless exactly one fits or
     # agreement_hint names one; prompt=none gets the standard error instead.
     Check("no_eligible_agreement", "no_agreement", AccessDeniedError,

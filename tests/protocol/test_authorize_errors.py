@@ -188,7 +188,8 @@ def test_oidcc_unsigned_request_object_supported_correctly_or_rejected_as_unsupp
                                    "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "scope": "openid",
                                    "state": "st-1", "nonce": "n-1"}, key=None, algorithm="none")
     response = _get(client, _params(rp, request=request_object))
-    assert_redirect_error(response, rp, "request_not_supported")
+    # Supported: the request object's parameters are processed (the person is asked to sign in).
+    assert response.status_code == 302 and "/interaction/" in response.location, response.location
 
 
 # -- the interaction ---------------------------------------------------------------
