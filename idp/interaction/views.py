@@ -164,4 +164,5 @@ def language(code):
     return redirect(safe_path(request.args.get("next")))
 
 
+from . import device as _device_routes  # noqa: E402,F401  (registers /device on this blueprint)
 from . import login as _sign_in_routes  # noqa: E402,F401  (registers the sign-in routes on this blueprint)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ..clients.models import TOKEN_EXCHANGE
 from ..sessions.service import ACR_MFA, ACR_PASSWORD
 from .claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES
+from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
+
 from .endpoints import AUTH_METHODS
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS
 from .request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
@@ -31,7 +33,9 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "scopes_supported": SUPPORTED_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE,
+                                  DEVICE_CODE_GRANT_TYPE],
+        "device_authorization_endpoint": f"{issuer}/device_authorization",
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         "token_endpoint_auth_methods_supported": TOKEN_ENDPOINT_AUTH_METHODS,

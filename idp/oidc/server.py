@@ -17,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 from ..clients.models import Client
 from ..extensions import db_session, runtime
 from . import client_auth, tokens
+from .device import DeviceAuthorization, DeviceCode
 from .endpoints import Introspection, Revocation, UserInfo
 from .logout import EndSession
 from .request_objects import RequestObjects
@@ -156,6 +157,7 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_grant(RefreshTokenGrant, [IdTokenForRefresh(), ResourceIndicators()])
     server.register_grant(ClientCredentialsGrant, [ResourceIndicators()])
     server.register_grant(TokenExchangeGrant, [ResourceIndicators()])
+    server.register_grant(DeviceCode, [IdTokenForRefresh(), ResourceIndicators()])
     server.register_extension(Issuer())
     server.register_extension(RequestObjects())
 
@@ -164,5 +166,6 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_endpoint(UserInfo(resource_protector=protector))
     server.register_endpoint(Revocation)
     server.register_endpoint(EndSession)
+    server.register_endpoint(DeviceAuthorization)
     server.register_endpoint(Introspection)
     return server, protector

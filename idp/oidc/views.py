@@ -51,6 +51,11 @@ def pushed_authorization_request():
     return server.handle_response(*par.push(server))
 
 
+@bp.post("/device_authorization")
+def device_authorization():
+    return current_app.extensions["authlib.server"].create_endpoint_response("device_authorization")
+
+
 @bp.post("/revoke")
 def revoke():
     return current_app.extensions["authlib.server"].create_endpoint_response("revocation")
