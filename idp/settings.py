@@ -72,6 +72,8 @@ class Settings:
     interaction_ttl: int = 1800
     #: Seconds between checks of the key directory for rotated keys.
     keys_reload_interval: int = 10
+    #: Require a server nonce in every DPoP proof (RFC 9449 §8).
+    dpop_require_nonce: bool = False
     #: Refuse to serve when the database schema is behind the code.
     check_schema: bool = True
     default_locale: str = "en"
@@ -150,6 +152,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         access_token_ttl=int(get("ACCESS_TOKEN_TTL", defaults.access_token_ttl)),
         refresh_token_ttl=int(get("REFRESH_TOKEN_TTL", defaults.refresh_token_ttl)),
         session_lifetime=int(get("SESSION_LIFETIME", defaults.session_lifetime)),
+        dpop_require_nonce=_bool(get("DPOP_REQUIRE_NONCE", "false")),
         smtp_host=get("SMTP_HOST", defaults.smtp_host),
         smtp_port=int(get("SMTP_PORT", defaults.smtp_port)),
         smtp_starttls=_bool(get("SMTP_STARTTLS", "")),

@@ -45,6 +45,8 @@ class TokenFamily(Base):
     #: The agreement every token of this family is for (scope ``agreement``).
     agreement_id: Mapped[str | None] = mapped_column(ForeignKey("agreements.id", ondelete="CASCADE"), nullable=True,
                                                      index=True)
+    #: Thumbprint of the DPoP key a public client's refresh tokens are bound to.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: The OIDC ``claims`` request of the authorization, for UserInfo (§5.5).
     claims_request: Mapped[dict] = mapped_column(JSONDict, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

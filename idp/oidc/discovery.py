@@ -7,6 +7,7 @@ from ..sessions.service import ACR_MFA, ACR_PASSWORD
 from .claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES
 from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE
 
+from .dpop import ALGORITHMS as DPOP_ALGORITHMS
 from .endpoints import AUTH_METHODS
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS
 from .request_objects import ALGORITHMS as REQUEST_OBJECT_ALGORITHMS
@@ -53,4 +54,5 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         # Discovery §3: the default is true, so saying nothing would be a lie.
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
+        "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,
     }

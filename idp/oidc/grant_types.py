@@ -16,7 +16,7 @@ from ..agreements import service as agreements
 from ..agreements.service import Selected
 from ..extensions import db_session, runtime
 from ..identities.models import Identity
-from . import claims, subjects, tokens
+from . import claims, dpop, subjects, tokens
 from .tokens import Principal
 
 TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt",
@@ -117,6 +117,18 @@ class ResponseModes:
         redirect_uri = grant.request.payload.redirect_uri or grant.request.client.get_default_redirect_uri() or ""
         if mode == "form_post" and not redirect_uri.startswith(("https://", "http://")):
             raise InvalidRequestError("The 'form_post' response mode requires an http or https redirect URI.")
+
+
+class DPoPBinding:
+    """A token-grant extension: clients registered with dpop_bound_access_tokens
+    must send a proof (RFC 9449 §5.2); the proof itself was checked by the view."""
+
+    def __call__(self, grant):
+        grant.register_hook("before_create_token_response", self.check)
+
+    def check(self, grant):
+        if grant.request.client.meta("dpop_bound_access_tokens") and not dpop.current_jkt():
+            raise dpop.InvalidDPoPProofError("This client must use DPoP.")
 
 
 class IdTokenMixin:
@@ -243,6 +255,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             # A rotated token came back: it was copied. Revoke the whole family
             # so neither the thief nor the client keeps access (RFC 9700 §4.14.2).
             tokens.revoke_family(session, token.family_id, "refresh_token_reuse")
+            return None
+        if token.family.dpop_jkt and token.family.dpop_jkt != dpop.current_jkt():
+            # RFC 9449 §5: a bound refresh token needs a proof with the same key.
             return None
         if token.family.agreement_id is not None:
             # Membership is checked at every refresh: a removed member (or a

@@ -16,14 +16,14 @@ from werkzeug.datastructures import MultiDict
 
 from ..clients.models import Client
 from ..extensions import db_session, runtime
-from . import client_auth, tokens
+from . import client_auth, dpop, tokens
 from .device import DeviceAuthorization, DeviceCode
 from .endpoints import Introspection, Revocation, UserInfo
 from .logout import EndSession
 from .request_objects import RequestObjects
 from .resource_indicators import ResourceIndicators
 from .token_exchange import TokenExchangeGrant
-from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
+from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, DPoPBinding, IdTokenForCode, IdTokenForRefresh, RefreshTokenGrant,
                           ClaimsParameter, ResponseModes,
                           S256CodeChallenge)
 
@@ -108,9 +108,62 @@ class AccessTokenValidator(JWTBearerTokenValidator):
 
     def validate_token(self, token, scopes, request, **kwargs):
         super().validate_token(token, scopes, request, **kwargs)
+        if token.get("cnf"):
+            # RFC 9449 §7.1: a DPoP-bound token is not a bearer token.
+            raise InvalidTokenError("This access token must be presented with DPoP.", realm=self.realm)
+        self.check_recorded(token)
+
+    def check_recorded(self, token):
         record = tokens.find_access_token(db_session(), token["jti"])
         if record is None or not record.active:
             raise InvalidTokenError(realm=self.realm)
+
+
+class DPoPChallenge(OAuth2Error):
+    """RFC 9449 §7.1: failures at a resource answer with a DPoP challenge."""
+
+    status_code = 401
+
+    def __init__(self, error: str, description: str):
+        super().__init__(description)
+        self.error = error
+
+    def get_headers(self):
+        algs = " ".join(dpop.ALGORITHMS)
+        return super().get_headers() + [
+            ("WWW-Authenticate", f'DPoP error="{self.error}", error_description="{self.description}", algs="{algs}"')]
+
+
+class DPoPTokenValidator(AccessTokenValidator):
+    TOKEN_TYPE = "dpop"
+
+    def authenticate_token(self, token_string):
+        try:
+            token = super().authenticate_token(token_string)
+        except InvalidTokenError as error:
+            raise DPoPChallenge("invalid_token", "The access token is not valid.") from error
+        token.raw = token_string
+        return token
+
+    def validate_token(self, token, scopes, request, **kwargs):
+        try:
+            JWTBearerTokenValidator.validate_token(self, token, scopes, request, **kwargs)
+            self.check_recorded(token)
+        except InvalidTokenError as error:
+            raise DPoPChallenge("invalid_token", "The access token is not valid.") from error
+        jkt = (token.get("cnf") or {}).get("jkt")
+        if not jkt:
+            raise DPoPChallenge("invalid_token", "This access token is not DPoP-bound; use the Bearer scheme.")
+        proofs = flask_request.headers.getlist("DPoP")
+        if len(proofs) != 1:
+            raise DPoPChallenge("invalid_dpop_proof", "Send exactly one DPoP proof.")
+        try:
+            proved = dpop.verify_proof(proofs[0], method=flask_request.method, url=dpop.request_url(),
+                                       access_token=token.raw)
+        except OAuth2Error as error:
+            raise DPoPChallenge(error.error, error.get_error_description()) from error
+        if proved != jkt:
+            raise DPoPChallenge("invalid_dpop_proof", "The DPoP proof is signed by another key.")
 
 
 class BearerTokenRequired(OAuth2Error):
@@ -153,16 +206,17 @@ def build(app) -> tuple[AuthorizationServer, ResourceProtector]:
         settings.issuer, runtime().keys, settings.access_token_ttl))
     server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), IdTokenForCode(require_nonce=False),
                                                   ClaimsParameter(), ResponseModes(),
-                                                  ResourceIndicators()])
-    server.register_grant(RefreshTokenGrant, [IdTokenForRefresh(), ResourceIndicators()])
-    server.register_grant(ClientCredentialsGrant, [ResourceIndicators()])
-    server.register_grant(TokenExchangeGrant, [ResourceIndicators()])
-    server.register_grant(DeviceCode, [IdTokenForRefresh(), ResourceIndicators()])
+                                                  ResourceIndicators(), DPoPBinding()])
+    server.register_grant(RefreshTokenGrant, [IdTokenForRefresh(), ResourceIndicators(), DPoPBinding()])
+    server.register_grant(ClientCredentialsGrant, [ResourceIndicators(), DPoPBinding()])
+    server.register_grant(TokenExchangeGrant, [ResourceIndicators(), DPoPBinding()])
+    server.register_grant(DeviceCode, [IdTokenForRefresh(), ResourceIndicators(), DPoPBinding()])
     server.register_extension(Issuer())
     server.register_extension(RequestObjects())
 
     protector = ResourceProtector()
     protector.register_token_validator(AccessTokenValidator())
+    protector.register_token_validator(DPoPTokenValidator())
     server.register_endpoint(UserInfo(resource_protector=protector))
     server.register_endpoint(Revocation)
     server.register_endpoint(EndSession)

@@ -28,7 +28,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from ..agreements import service as agreements
 from ..clients.models import TOKEN_EXCHANGE
 from ..extensions import db_session, runtime
-from . import tokens
+from . import dpop, tokens
 from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS, _principal, family_context
 from .resource_indicators import InvalidTargetError
 
@@ -83,6 +83,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         if token.rotated_at is not None:
             tokens.revoke_family(db_session(), token.family_id, "refresh_token_reuse")
             raise InvalidRequestError("The subject token is not valid.")
+        if token.family.dpop_jkt and token.family.dpop_jkt != dpop.current_jkt():
+            raise InvalidRequestError("The subject token is bound to another DPoP key.")
         return token
 
     def _access_subject(self, value, client):

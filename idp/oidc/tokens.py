@@ -22,6 +22,7 @@ from ..grants.models import AccessToken, RefreshToken, TokenFamily
 from ..identities.models import Identity
 from ..security import hasher, new_secret
 from ..storage.db import utcnow
+from . import dpop
 
 ACCESS_TOKEN_ALG = "ES256"
 
@@ -85,8 +86,16 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     def get_amr(self, user):
         return getattr(user, "amr", None) or None
 
+    def generate(self, grant_type, client, user=None, scope=None, expires_in=None, include_refresh_token=True):
+        token = super().generate(grant_type, client, user, scope, expires_in, include_refresh_token)
+        if dpop.current_jkt():
+            token["token_type"] = "DPoP"  # RFC 9449 §5
+        return token
+
     def get_extra_claims(self, client, grant_type, user, scope):
         claims = {}
+        if dpop.current_jkt():
+            claims["cnf"] = {"jkt": dpop.current_jkt()}
         if getattr(user, "sid", None):
             claims["sid"] = user.sid
         if getattr(user, "agreement", None) is not None and "agreement" in (scope_to_list(scope) or []):
@@ -111,6 +120,8 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
             acr=principal.acr, amr=principal.amr,
             agreement_id=principal.agreement.agreement_pk if principal.agreement else None,
             claims_request=principal.claims_request or {},
+            # §5: public clients' refresh tokens are bound to the DPoP key.
+            dpop_jkt=dpop.current_jkt() if getattr(client, "is_public", False) else None,
             expires_at=utcnow() + dt.timedelta(seconds=refresh_token_ttl),
         ))
         session.flush()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
 
 from ..extensions import runtime
 from . import authorize as flow
-from . import par
+from . import dpop, par
 from .discovery import metadata
 
 bp = Blueprint("oidc", __name__)
@@ -37,7 +38,15 @@ def resume(interaction_id):
 
 @bp.post("/token")
 def token():
-    return current_app.extensions["authlib.server"].create_token_response()
+    server = current_app.extensions["authlib.server"]
+    try:
+        dpop.check_token_request()
+    except OAuth2Error as error:
+        return server.handle_error_response(server.create_oauth2_request(None), error)
+    response = server.create_token_response()
+    if dpop.current_jkt():
+        response.headers["DPoP-Nonce"] = dpop.current_nonce()
+    return response
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])
