@@ -45,6 +45,9 @@ class TokenFamily(Base):
     #: The agreement every token of this family is for (scope ``agreement``).
     agreement_id: Mapped[str | None] = mapped_column(ForeignKey("agreements.id", ondelete="CASCADE"), nullable=True,
                                                      index=True)
+    #: The family a token exchange started from: revoking it revokes this one too.
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("token_families.id", ondelete="CASCADE"), nullable=True,
+                                                  index=True)
     #: Thumbprint of the DPoP key a public client's refresh tokens are bound to.
     dpop_jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: The OIDC ``claims`` request of the authorization, for UserInfo (§5.5).

@@ -8,10 +8,12 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import validate_csrf
+from wtforms.validators import ValidationError
 
 from ..agreements import service as agreements
 from ..clients.models import Client
-from ..extensions import db_session, runtime
+from ..extensions import csrf, db_session, runtime
 from ..grants import service as grants
 from ..identities.models import Identity
 from ..oidc import authorize as flow
@@ -125,14 +127,25 @@ def consent(interaction_id):
 
 
 @bp.route("/logout", methods=["GET", "POST"])
+@csrf.exempt
 def logout():
-    """RP-Initiated Logout 1.0 and the IdP's own "sign out"."""
+    """RP-Initiated Logout 1.0 and the IdP's own "sign out".
+
+    An RP may POST here (§2) without our CSRF token; a valid id_token_hint is
+    its proof. Without one, only the confirmation form (with a CSRF token) signs out.
+    """
     server = flow.server()
     try:
         end = server.validate_endpoint_request("end_session")
     except OAuth2Error as error:
         # §4: on errors the OP "MUST not perform post-logout redirection".
         return flow.error_page(error)
+    if request.method == "POST" and end.needs_confirmation:
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError:
+            return render_template("errors/error.html", title=_("This form has expired"),
+                                   message=_("Go back, reload the page and try again.")), 400
     login, identity = flow.signed_in_identity()
     if end.needs_confirmation and request.method == "GET" and login is not None:
         return render_template("interaction/logout.html", identity=identity, client=end.client,

@@ -199,6 +199,10 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
 def resolve_agreement(identity, client, params, interaction) -> tuple[agreements.Selected | None, str | None]:
     """The agreement this authorization is for, or why there is none yet."""
     session = db_session()
+    candidates = agreements.first_eligible(session, identity.id, client)
+    if not candidates:
+        # Nothing to choose from: neither a hint nor select_agreement can help.
+        return None, "no_eligible_agreement"
     chosen = (interaction or {}).get("agreement")
     if chosen:
         selected = agreements.find_eligible(session, identity.id, client, chosen)
@@ -210,10 +214,9 @@ def resolve_agreement(identity, client, params, interaction) -> tuple[agreements
     if hint:
         selected = agreements.find_eligible(session, identity.id, client, hint)
         return (selected, None) if selected else (None, "agreement_hint_not_member")
-    candidates = agreements.first_eligible(session, identity.id, client)
     if len(candidates) == 1:
         return candidates[0], None
-    return None, "no_eligible_agreement" if not candidates else "agreement_not_selected"
+    return None, "agreement_not_selected"
 
 
 def deny(params: MultiDict, description: str = "The person declined the request."):

@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from authlib.common.urls import add_params_to_uri
 from authlib.oidc.rpinitiated import EndSessionEndpoint
-from joserfc import jwt
+from authlib.oauth2.rfc6749 import InvalidRequestError
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -48,6 +50,24 @@ class EndSession(EndSessionEndpoint):
 
     def get_algorithms(self):
         return ["RS256", "ES256"]
+
+    def _validate_id_token_hint(self, id_token_hint):
+        # §2: the hint is an *ID Token* we issued. Our access tokens (at+jwt)
+        # and logout tokens are signed by the same keys, so look at the type.
+        try:
+            typ = jws.extract_compact(id_token_hint.encode()).headers().get("typ")
+        except (JoseError, ValueError) as error:
+            raise InvalidRequestError("'id_token_hint' is not a JWT.") from error
+        if typ in ("at+jwt", "logout+jwt"):
+            raise InvalidRequestError("'id_token_hint' must be an ID Token.")
+        return super()._validate_id_token_hint(id_token_hint)
+
+    def resolve_client_from_id_token_claims(self, id_token_claims):
+        # Our ID tokens carry aud as a one-element list; one audience is not ambiguous.
+        aud = id_token_claims.get("aud")
+        if isinstance(aud, list) and len(aud) == 1:
+            aud = aud[0]
+        return self.server.query_client(aud) if isinstance(aud, str) else None
 
     def is_post_logout_redirect_uri_legitimate(self, request, post_logout_redirect_uri, client, logout_hint):
         # The confirmation form (CSRF-protected) is the person saying yes.

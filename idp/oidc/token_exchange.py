@@ -69,6 +69,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         scope = form.get("scope") or family.scope
         if not set(scope_to_list(scope) or []) <= set(scope_to_list(family.scope) or []):
             raise InvalidRequestError("The requested scope exceeds the subject token's scope.")
+        if "agreement" not in (scope_to_list(scope) or []):
+            raise InvalidRequestError("Switching agreement needs the 'agreement' scope.")
 
         self.request.client = client
         self.request.subject_family = family
@@ -111,14 +113,16 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
             raise InvalidRequestError("The subject token is not valid.")
         self.request.user = user
         rotated = self.request.subject_refresh_token
+        # Like every grant here, a refresh token only with offline access.
         token = self.generate_token(user=user, scope=self.request.exchange_scope,
-                                    include_refresh_token=rotated is not None)
+                                    include_refresh_token=rotated is not None
+                                    and "offline_access" in (scope_to_list(self.request.exchange_scope) or []))
         if rotated is not None and not tokens.claim_rotation(session, rotated):
             session.rollback()
             tokens.revoke_family(session, family.id, "refresh_token_reuse")
             raise InvalidRequestError("The subject token is not valid.")
         tokens.persist(session, token, self.request.client, user, new_family=True,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, parent_id=family.id)
         session.commit()
         agreements.mark_used(session, family.identity_id, target.agreement_pk)
         token["issued_token_type"] = ACCESS_TOKEN_TYPE

@@ -110,7 +110,7 @@ def _jwt_claims(token: str) -> dict:
 
 
 def persist(session: Session, token: dict, client, principal: Principal | None, *, new_family: bool,
-            refresh_token_ttl: int) -> None:
+            refresh_token_ttl: int, parent_id: str | None = None) -> None:
     """Record the tokens of one token response (no commit: the grant owns the transaction)."""
     family_id = principal.family_id if principal else None
     if principal and new_family:
@@ -122,7 +122,7 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
             claims_request=principal.claims_request or {},
             # §5: public clients' refresh tokens are bound to the DPoP key.
             dpop_jkt=dpop.current_jkt() if getattr(client, "is_public", False) else None,
-            expires_at=utcnow() + dt.timedelta(seconds=refresh_token_ttl),
+            expires_at=utcnow() + dt.timedelta(seconds=refresh_token_ttl), parent_id=parent_id,
         ))
         session.flush()
     claims = _jwt_claims(token["access_token"])
@@ -138,11 +138,19 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
 
 
 def revoke_family(session: Session, family_id: str, reason: str) -> bool:
-    """Revoke a token family and commit. True if it was live."""
+    """Revoke a token family and every family exchanged from it; commits. True if it was live."""
     changed = session.execute(
         update(TokenFamily).where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason)
     ).rowcount
+    # Token exchange starts a child family; a reused ancestor takes its children along.
+    frontier = [family_id]
+    while frontier:
+        children = session.execute(select(TokenFamily.id).where(TokenFamily.parent_id.in_(frontier))).scalars().all()
+        if children:
+            session.execute(update(TokenFamily).where(TokenFamily.id.in_(children), TokenFamily.revoked_at.is_(None))
+                            .values(revoked_at=utcnow(), revoked_reason=reason))
+        frontier = children
     session.commit()
     return changed == 1
 

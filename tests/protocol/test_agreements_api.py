@@ -178,7 +178,7 @@ def test_stranger_sees_only_their_own(app, factory, api):
     assert numbers(ok(get(browser, token, q=api.prefix))) == [a.number for a in api.theirs]
 
 
-def test_closed_removed_and_restricted_memberships_are_not_listed(client, db, api):
+def test_closed_removed_and_restricted_memberships_are_not_listed(client, factory, db, api):
     closing, leaving = api.mine_p[3], api.mine_p[4]
     closing.closed = True
     db.execute(delete(Membership).where(Membership.agreement_id == leaving.id))
@@ -189,6 +189,12 @@ def test_closed_removed_and_restricted_memberships_are_not_listed(client, db, ap
     assert closing.number not in listed and leaving.number not in listed
     assert restricted.number not in listed  # a web client
     assert len(listed) == 8
+
+    # A mobile app sees the restricted membership.
+    mobile = agreement_rp(client, factory, db, mobile_app=True)
+    token = access_token(mobile, api.me, api.mine_p[0].number)
+    listed = numbers(ok(get(client, token, limit=100)))
+    assert restricted.number in listed and len(listed) == 9
 
 
 def test_missing_or_bad_token_is_401_with_challenge(client, db, api):
