@@ -23,10 +23,14 @@ PEOPLE = [
 CLIENTS = [
     dict(client_id="accounting-web", client_name="Accounting (sample RP)", product_id="e-conomic",
          redirect_uris=["http://127.0.0.1:5001/callback"], post_logout_redirect_uris=["http://127.0.0.1:5001/"],
-         client_secret="accounting-demo-secret"),
+         client_secret="accounting-demo-secret",
+         metadata={"backchannel_logout_uri": "http://127.0.0.1:5001/backchannel-logout",
+                   "backchannel_logout_session_required": True}),
     dict(client_id="invoicing-web", client_name="Invoicing (sample RP)", product_id="dinero",
          redirect_uris=["http://127.0.0.1:5002/callback"], post_logout_redirect_uris=["http://127.0.0.1:5002/"],
-         client_secret="invoicing-demo-secret", first_party=True),
+         client_secret="invoicing-demo-secret", first_party=True,
+         metadata={"backchannel_logout_uri": "http://127.0.0.1:5002/backchannel-logout",
+                   "backchannel_logout_session_required": True}),
     dict(client_id="mobile-app", client_name="Time registration (sample mobile app)", product_id="e-conomic",
          redirect_uris=["http://127.0.0.1/callback"], public=True, native=True, mobile_app=True),
 ]
@@ -82,5 +86,7 @@ def seed(session: Session, passwords: PasswordHasher) -> dict[str, int]:
             # Keep demo clients in step with what this version offers them.
             client.scope, client.grant_types = DEFAULT_SCOPE, list(DEFAULT_GRANT_TYPES)
             client.mobile_app = spec.get("mobile_app", False)
+            client.post_logout_redirect_uris = spec.get("post_logout_redirect_uris", [])
+            client.extra_metadata = {**(client.extra_metadata or {}), **spec.get("metadata", {})}
             session.commit()
     return created
