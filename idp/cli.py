@@ -145,14 +145,162 @@ def clients_create(name, redirect_uris, post_logout_redirect_uris, product, publ
         click.echo("The secret is shown only now; store it safely.", err=True)
 
 
+def _client_or_fail(client_id):
+    from .clients.models import Client
+
+    client = db_session().get(Client, client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id}")
+    return client
+
+
+@clients_group.command("show", help="Show a client's registered metadata as JSON.")
+@click.argument("client_id")
+@with_appcontext
+def clients_show(client_id):
+    from .clients import metadata
+
+    client = _client_or_fail(client_id)
+    click.echo(json.dumps({**metadata.describe(client), "disabled": client.disabled, "first_party": client.first_party,
+                           "mobile_app": client.mobile_app}, indent=2))
+
+
+@clients_group.command("update", help="Change a client: redirect URIs, name, product, flags.")
+@click.argument("client_id")
+@click.option("--name")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Replaces all redirect URIs.")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--product")
+@click.option("--scope")
+@click.option("--first-party/--third-party", default=None, help="Only operators may set this.")
+@click.option("--require-second-factor/--no-require-second-factor", default=None)
+@click.option("--mobile-app/--not-mobile-app", default=None)
+@with_appcontext
+def clients_update(client_id, name, redirect_uris, post_logout_redirect_uris, product, scope, first_party,
+                   require_second_factor, mobile_app):
+    from .clients.metadata import ClientMetadataError, check_redirect_uri
+
+    client = _client_or_fail(client_id)
+    try:
+        if redirect_uris:
+            client.redirect_uris = [check_redirect_uri(u, client.application_type) for u in redirect_uris]
+        if post_logout_redirect_uris:
+            client.post_logout_redirect_uris = [check_redirect_uri(u, client.application_type)
+                                                for u in post_logout_redirect_uris]
+    except ClientMetadataError as error:
+        raise click.ClickException(str(error)) from error
+    for attribute, value in (("client_name", name), ("product_id", product), ("scope", scope),
+                             ("first_party", first_party), ("require_second_factor", require_second_factor),
+                             ("mobile_app", mobile_app)):
+        if value is not None:
+            setattr(client, attribute, value)
+    db_session().commit()
+    click.echo(f"updated {client_id}")
+
+
+@clients_group.command("disable", help="Disable a client and revoke all its tokens.")
+@click.argument("client_id")
+@with_appcontext
+def clients_disable(client_id):
+    from .clients import service
+
+    service.disable(db_session(), _client_or_fail(client_id))
+    click.echo(f"disabled {client_id}; its tokens are revoked")
+
+
+@clients_group.command("enable", help="Enable a disabled client.")
+@click.argument("client_id")
+@with_appcontext
+def clients_enable(client_id):
+    client = _client_or_fail(client_id)
+    client.disabled = False
+    db_session().commit()
+    click.echo(f"enabled {client_id}")
+
+
+@clients_group.command("delete", help="Delete a client and everything issued to it.")
+@click.argument("client_id")
+@click.confirmation_option(prompt="Delete this client and revoke its tokens?")
+@with_appcontext
+def clients_delete(client_id):
+    from .clients import service
+
+    service.delete(db_session(), _client_or_fail(client_id))
+    click.echo(f"deleted {client_id}")
+
+
+@clients_group.command("rotate-secret", help="Issue a new secret; the old one works for the overlap.")
+@click.argument("client_id")
+@click.option("--overlap", type=int, default=None, help="Seconds the old secret keeps working.")
+@with_appcontext
+def clients_rotate_secret(client_id, overlap):
+    from .clients import service
+
+    overlap = runtime().settings.secret_rotation_overlap if overlap is None else overlap
+    try:
+        secret = service.rotate_secret(db_session(), _client_or_fail(client_id), overlap, runtime().cipher)
+    except service.InvalidClientMetadataError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps({"client_id": client_id, "client_secret": secret, "old_secret_valid_for": overlap}))
+
+
+def _duration(value: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+    except (ValueError, IndexError, KeyError) as error:
+        raise click.BadParameter("use a number of seconds or e.g. 30m, 12h, 7d") from error
+
+
+@clients_group.command("initial-token", help="Issue an initial access token for dynamic registration.")
+@click.option("--product", default=None, help="Clients registered with it belong to this product.")
+@click.option("--expires", default="7d", help="Lifetime, e.g. 3600, 12h, 7d.")
+@click.option("--description", default="")
+@with_appcontext
+def clients_initial_token(product, expires, description):
+    from .clients import service
+
+    try:
+        row, token = service.issue_initial_token(db_session(), product_id=product, expires_in=_duration(expires),
+                                                 description=description)
+    except service.InvalidClientMetadataError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps({"id": row.id, "initial_access_token": token, "expires_at": row.expires_at.isoformat(),
+                           "product": product}))
+    click.echo("The token is shown only now.", err=True)
+
+
+@clients_group.command("initial-tokens", help="List initial access tokens (never their values).")
+@with_appcontext
+def clients_initial_tokens():
+    from .clients import service
+
+    for row in service.list_initial_tokens(db_session()):
+        state = "revoked" if row.revoked_at else "active"
+        click.echo(f"{row.id}  product={row.product_id or '-'}  expires={row.expires_at.isoformat()}  {state}  "
+                   f"{row.description}")
+
+
+@clients_group.command("revoke-initial-token", help="Revoke an initial access token by its id.")
+@click.argument("token_id")
+@with_appcontext
+def clients_revoke_initial_token(token_id):
+    from .clients import service
+
+    if not service.revoke_initial_token(db_session(), token_id):
+        raise click.ClickException(f"no active initial access token {token_id}")
+    click.echo(f"revoked {token_id}")
+
+
 @clients_group.command("list", help="List registered clients.")
 @with_appcontext
 def clients_list():
     from .clients import service
 
     for client in service.list_clients(db_session()):
+        state = "  DISABLED" if client.disabled else ""
         click.echo(f"{client.client_id}  {client.client_name}  product={client.product_id or '-'}  "
-                   f"auth={client.token_endpoint_auth_method}  redirect_uris={' '.join(client.redirect_uris)}")
+                   f"auth={client.token_endpoint_auth_method}  redirect_uris={' '.join(client.redirect_uris)}{state}")
 
 
 @click.group("logout", help="Back-channel logout deliveries.")

@@ -72,6 +72,12 @@ class Settings:
     interaction_ttl: int = 1800
     #: Seconds between checks of the key directory for rotated keys.
     keys_reload_interval: int = 10
+    #: Dynamic registration without an initial access token (RFC 7591 §3).
+    open_registration: bool = False
+    #: JWK Set (JSON text) of issuers whose software statements are trusted.
+    software_statement_jwks: str = ""
+    #: Seconds an old client secret keeps working after a rotation.
+    secret_rotation_overlap: int = 24 * 3600
     #: Require a server nonce in every DPoP proof (RFC 9449 §8).
     dpop_require_nonce: bool = False
     #: Refuse to serve when the database schema is behind the code.
@@ -106,6 +112,16 @@ class Settings:
 
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _read_optional(path: str) -> str:
+    """The contents of the file at ``path`` (empty path: empty); fails at boot if unreadable."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as error:
+        raise SettingsError(f"cannot read {path}: {error}") from error
 
 
 def _dev_secret(keys_dir: Path) -> str:
@@ -153,6 +169,9 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         refresh_token_ttl=int(get("REFRESH_TOKEN_TTL", defaults.refresh_token_ttl)),
         session_lifetime=int(get("SESSION_LIFETIME", defaults.session_lifetime)),
         dpop_require_nonce=_bool(get("DPOP_REQUIRE_NONCE", "false")),
+        open_registration=_bool(get("OPEN_REGISTRATION", "false")),
+        software_statement_jwks=_read_optional(get("SOFTWARE_STATEMENT_JWKS", "")),
+        secret_rotation_overlap=int(get("SECRET_ROTATION_OVERLAP", defaults.secret_rotation_overlap)),
         smtp_host=get("SMTP_HOST", defaults.smtp_host),
         smtp_port=int(get("SMTP_PORT", defaults.smtp_port)),
         smtp_starttls=_bool(get("SMTP_STARTTLS", "")),

@@ -66,6 +66,11 @@ class Client(Base, ClientMixin):
     #: may use when their agreement says so.
     mobile_app: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: HMAC of the RFC 7592 registration access token, for dynamically registered clients.
+    registration_access_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: After a secret rotation the old secret keeps working until this moment.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: Registration metadata without a column of its own (RFC 7591 / OIDC
     #: Registration names: jwks, jwks_uri, backchannel_logout_uri, ...).
     extra_metadata: Mapped[dict] = mapped_column(JSONDict, default=dict)
@@ -99,7 +104,11 @@ class Client(Base, ClientMixin):
         return any(redirect_uri_matches(r, redirect_uri, native) for r in self.redirect_uris)
 
     def check_client_secret(self, client_secret):
-        return hasher().verify(client_secret, self.client_secret_hash)
+        if hasher().verify(client_secret, self.client_secret_hash):
+            return True
+        # During a rotation's overlap the previous secret still works.
+        return (self.previous_secret_expires_at is not None and self.previous_secret_expires_at > utcnow()
+                and hasher().verify(client_secret, self.previous_secret_hash))
 
     def check_endpoint_auth_method(self, method, endpoint):
         # Revocation and introspection use the token endpoint's method
@@ -124,3 +133,29 @@ class Client(Base, ClientMixin):
         return {**(self.extra_metadata or {}), "client_name": self.client_name,
                 "application_type": self.application_type,
                 "post_logout_redirect_uris": list(self.post_logout_redirect_uris or [])}
+
+
+class ClientOwner(Base):
+    """A person who may manage a client in the developer portal."""
+
+    __tablename__ = "client_owners"
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True)
+    identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True,
+                                             index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InitialAccessToken(Base):
+    """Lets an integrator register clients (RFC 7591 §3); stored as a keyed hash."""
+
+    __tablename__ = "initial_access_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Clients registered with it belong to this product (None: any or none).
+    product_id: Mapped[str | None] = mapped_column(ForeignKey("products.id"), nullable=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -27,6 +27,7 @@ def metadata(issuer: str, locales: tuple[str, ...]) -> dict:
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "jwks_uri": f"{issuer}/jwks",
         "end_session_endpoint": f"{issuer}/logout",
+        "registration_endpoint": f"{issuer}/register",
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": True,

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..extensions import runtime
 from . import authorize as flow
-from . import dpop, par
+from . import dpop, par, registration
 from .discovery import metadata
 
 bp = Blueprint("oidc", __name__)
@@ -63,6 +63,18 @@ def pushed_authorization_request():
 @bp.post("/device_authorization")
 def device_authorization():
     return current_app.extensions["authlib.server"].create_endpoint_response("device_authorization")
+
+
+@bp.post("/register")
+def register():
+    server = current_app.extensions["authlib.server"]
+    return server.handle_response(*registration.register())
+
+
+@bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
+def configure_client(client_id):
+    server = current_app.extensions["authlib.server"]
+    return server.handle_response(*registration.configure(client_id))
 
 
 @bp.post("/revoke")
