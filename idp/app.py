@@ -90,6 +90,8 @@ def _select_locale():
 
 def _register_blueprints(app: Flask) -> None:
     from .account.views import bp as account_bp
+    from .api.openapi import bp as openapi_bp
+    from .portal.views import bp as portal_bp
     from .api.views import bp as api_bp
     from .interaction.views import bp as interaction_bp
     from .oidc.views import bp as oidc_bp
@@ -102,6 +104,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(interaction_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(portal_bp)
+    app.register_blueprint(openapi_bp)
 
     @app.get("/healthz")
     def healthz():

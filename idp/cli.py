@@ -26,7 +26,7 @@ def main():
 
 
 def register(app: Flask) -> None:
-    for group in (db, keys, clients_group, logout_group):
+    for group in (db, keys, clients_group, logout_group, audit_group):
         app.cli.add_command(group)
     app.cli.add_command(demo)
     app.cli.add_command(serve)
@@ -301,6 +301,52 @@ def clients_list():
         state = "  DISABLED" if client.disabled else ""
         click.echo(f"{client.client_id}  {client.client_name}  product={client.product_id or '-'}  "
                    f"auth={client.token_endpoint_auth_method}  redirect_uris={' '.join(client.redirect_uris)}{state}")
+
+
+@click.group("audit", help="Audit events.")
+def audit_group():
+    pass
+
+
+@audit_group.command("list", help="Show audit events, newest first.")
+@click.option("--event", default=None, help="e.g. identity.login_failed")
+@click.option("--subject", default=None, help="An identity id.")
+@click.option("--agreement", default=None, help="An agreement id.")
+@click.option("--since", default=None, help="ISO date or datetime (UTC).")
+@click.option("--limit", default=50, type=int)
+@with_appcontext
+def audit_list(event, subject, agreement, since, limit):
+    for row in _audit_rows(event, subject, agreement, since, limit):
+        click.echo(f"{row.occurred_at.isoformat()}  {row.event:32}  subject={row.subject_id or '-'}  "
+                   f"client={row.client_id or '-'}  agreement={row.agreement_id or '-'}  ip={row.ip or '-'}  "
+                   f"{row.reason or ''}")
+
+
+@audit_group.command("export", help="Export audit events as JSON lines (oldest first).")
+@click.option("--event", default=None)
+@click.option("--subject", default=None)
+@click.option("--agreement", default=None)
+@click.option("--since", default=None)
+@click.option("--limit", default=100000, type=int)
+@with_appcontext
+def audit_export(event, subject, agreement, since, limit):
+    for row in reversed(_audit_rows(event, subject, agreement, since, limit)):
+        click.echo(json.dumps(row.as_dict(), sort_keys=True))
+
+
+def _audit_rows(event, subject, agreement, since, limit):
+    import datetime as dt
+
+    from .audit import service
+
+    when = None
+    if since:
+        try:
+            when = dt.datetime.fromisoformat(since)
+        except ValueError as error:
+            raise click.BadParameter("use an ISO date such as 2026-11-29 or 2026-11-29T10:00") from error
+        when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return service.query(db_session(), event=event, subject=subject, agreement_id=agreement, since=when, limit=limit)
 
 
 @click.group("logout", help="Back-channel logout deliveries.")

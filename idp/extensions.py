@@ -44,3 +44,15 @@ def runtime() -> Runtime:
 
 def db_session():
     return runtime().db.session
+
+
+def origin():
+    """The current request's origin for audit events (the proxy's X-Forwarded-For is
+    trusted only when ProxyFix is configured, which rewrites remote_addr)."""
+    from flask import has_request_context, request
+
+    from .audit.service import Origin
+
+    if not has_request_context():
+        return Origin()
+    return Origin(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))

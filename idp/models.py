@@ -1,5 +1,7 @@
 """Every domain's models, imported once so Alembic and create_all see one metadata."""
 
+from .audit.models import AuditEvent  # noqa: F401
+
 from .agreements.models import Agreement, Membership, Product, Role  # noqa: F401
 from .clients.models import Client, ClientOwner, InitialAccessToken  # noqa: F401
 from .grants.models import AccessToken, Grant, LogoutDelivery, RefreshToken, TokenFamily  # noqa: F401

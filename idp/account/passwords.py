@@ -15,7 +15,7 @@ from flask import g, jsonify, render_template, request, session, url_for
 from flask_babel import gettext as _
 
 from ..errors import EmailTakenError, InvalidCredentialsError, InvalidEmailError
-from ..extensions import db_session, runtime
+from ..extensions import db_session, origin, runtime
 from ..identities import links
 from ..identities import password_policy as policy
 from ..identities import service as identities
@@ -152,7 +152,8 @@ def reset(token):
             if links.redeem(runtime().store, links.RESET_PASSWORD, token) != identity.id:
                 return render_template("errors/error.html", title=_("This link has expired or was already used"),
                                        message=_("Ask for a new link to reset your password.")), 400
-            identities.set_password(db_session(), runtime().passwords, identity, password)
+            identities.set_password(db_session(), runtime().passwords, identity, password, reason="reset",
+                                    origin=origin())
             # Following the link proved the person reads this inbox.
             identity.email_verified = True
             db_session().commit()
@@ -176,7 +177,7 @@ def change_password():
             password = request.form.get("password", "")
             errors = _policy_problems(password, identity.email, (identity.given_name, identity.family_name))
             if not errors:
-                identities.set_password(db_session(), runtime().passwords, identity, password)
+                identities.set_password(db_session(), runtime().passwords, identity, password, origin=origin())
                 # This browser stays signed in (with a fresh session id); every other one is signed out.
                 sessions.sign_in(session, identity.id, list(g.login.amr), runtime().settings.session_lifetime)
                 _send(identity.email, _("Your password was changed"), "mail/password_changed.txt", background=True)

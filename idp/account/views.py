@@ -9,7 +9,8 @@ from flask import Blueprint, g, redirect, render_template, request, session, url
 from flask_babel import gettext as _
 
 from ..errors import InvalidCredentialsError
-from ..extensions import db_session, runtime
+from ..audit import service as audit
+from ..extensions import db_session, origin, runtime
 from ..identities import service as identities
 from ..identities import totp as totp_module
 from ..identities.totp import InvalidTotpError, TotpLockedError, TotpReplayError
@@ -85,6 +86,8 @@ def enrol():
         except (InvalidTotpError, TotpReplayError):
             error, status = _("That code is not right. Check your authenticator app and try again."), 400
         else:
+            audit.record(db_session(), "second_factor.enrolled", actor=identity.id, subject=identity.id,
+                         origin=origin())
             codes = runtime().totp.enrol(db_session(), identity.id, pending["secret"])
             session.pop(ENROL_KEY, None)
             # A right code from the new authenticator is a second factor: the
@@ -109,6 +112,8 @@ def disable():
     if request.method == "POST":
         error = _reauthenticate(g.identity)
         if error is None:
+            audit.record(db_session(), "second_factor.disabled", actor=g.identity.id, subject=g.identity.id,
+                         origin=origin())
             runtime().totp.disable(db_session(), g.identity.id)
             return redirect(url_for("account.overview"))
         status = 400

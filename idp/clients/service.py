@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..agreements.models import Product
+from ..audit import service as audit
 from ..errors import DomainError
 from ..grants.models import AccessToken, TokenFamily
 from ..security import hasher, new_secret
@@ -101,6 +102,7 @@ def register(session: Session, metadata: dict, *, product_id: str | None, cipher
     client.registration_access_token_hash = hasher().hash(token) if token else None
     if owner_id:
         session.add(ClientOwner(client_id=client.client_id, identity_id=owner_id))
+    audit.record(session, "client.registered", actor=owner_id, client_id=client.client_id, product=product)
     session.commit()
     return client, secret, token
 
@@ -119,6 +121,7 @@ def update_registration(session: Session, client: Client, metadata: dict, cipher
     client.id_token_signed_response_alg = metadata["id_token_signed_response_alg"]
     kept = {k: v for k, v in (client.extra_metadata or {}).items() if k == "client_secret_encrypted"}
     client.extra_metadata = {**kept, **metadata["extra"]}
+    audit.record(session, "client.updated", client_id=client.client_id)
     session.commit()
     return client
 
@@ -138,11 +141,13 @@ def disable(session: Session, client: Client) -> None:
     """Disable a client and revoke every token it holds; commits."""
     client.disabled = True
     revoke_client_tokens(session, client.client_id, "client_disabled")
+    audit.record(session, "client.disabled", client_id=client.client_id)
     session.commit()
 
 
 def delete(session: Session, client: Client) -> None:
     revoke_client_tokens(session, client.client_id, "client_deleted")
+    audit.record(session, "client.deleted", client_id=client.client_id)
     session.delete(client)
     session.commit()
 
@@ -158,6 +163,7 @@ def rotate_secret(session: Session, client: Client, overlap_seconds: int, cipher
     if client.token_endpoint_auth_method == "client_secret_jwt":
         client.extra_metadata = {**(client.extra_metadata or {}),
                                  "client_secret_encrypted": cipher.encrypt(secret, client.client_id)}
+    audit.record(session, "client.secret_rotated", client_id=client.client_id, overlap_seconds=overlap_seconds)
     session.commit()
     return secret
 

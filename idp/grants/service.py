@@ -7,6 +7,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..audit import service as audit
 from .models import Grant
 
 SCOPE_DESCRIPTIONS = {
@@ -30,6 +31,7 @@ def remember(session: Session, identity_id: str, client_id: str, scope: str) -> 
         session.add(grant)
     merged = list(dict.fromkeys((scope_to_list(grant.scope) or []) + (scope_to_list(scope) or [])))
     grant.scope = list_to_scope(merged)
+    audit.record(session, "grant.given", actor=identity_id, subject=identity_id, client_id=client_id, scope=scope)
     session.commit()
     return grant
 

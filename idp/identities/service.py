@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import EmailTakenError, InvalidCredentialsError, InvalidEmailError
+from ..audit import service as audit
 from ..storage.db import utcnow
 from .models import Identity
 from .passwords import PasswordHasher
@@ -74,7 +75,8 @@ def authenticate(session: Session, hasher: PasswordHasher, email: str, password:
     return identity
 
 
-def set_password(session: Session, hasher: PasswordHasher, identity: Identity, password: str) -> None:
+def set_password(session: Session, hasher: PasswordHasher, identity: Identity, password: str, *,
+                 reason: str = "changed", origin=None) -> None:
     """Change the password and end every session and refresh token of the identity; commits.
 
     "Changing the password ends other sessions": sessions signed in before now
@@ -87,4 +89,6 @@ def set_password(session: Session, hasher: PasswordHasher, identity: Identity, p
     session.execute(update(TokenFamily).where(TokenFamily.identity_id == identity.id,
                                               TokenFamily.revoked_at.is_(None))
                     .values(revoked_at=utcnow(), revoked_reason="password_changed"))
+    audit.record(session, "identity.password_changed", actor=identity.id, subject=identity.id, reason=reason,
+                 origin=origin)
     session.commit()

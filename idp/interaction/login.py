@@ -19,7 +19,8 @@ from flask import redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 
 from ..errors import InvalidCredentialsError
-from ..extensions import db_session, runtime
+from ..audit import service as audit
+from ..extensions import db_session, origin, runtime
 from ..identities import service as identities
 from ..identities.models import Identity
 from ..identities.totp import InvalidTotpError, TotpLockedError, TotpReplayError
@@ -47,6 +48,8 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
             except InvalidCredentialsError:
                 # The same words for an unknown e-mail and a wrong password.
                 error, status = _("The e-mail address or the password is not correct."), 401
+                audit.record(db_session(), "identity.login_failed", reason="invalid_credentials", origin=origin(),
+                             commit=True, email=identities.normalize_email(email))
             else:
                 if not identity.email_verified:
                     # Only after the right password, so this reveals nothing to a stranger.
@@ -67,6 +70,8 @@ def _after_password(identity: Identity, next_url: str, interaction_id: str | Non
 
 def _signed_in(identity_id: str, amr: list[str], next_url: str, interaction_id: str | None):
     sessions.sign_in(session, identity_id, amr, runtime().settings.session_lifetime)
+    audit.record(db_session(), "identity.login_succeeded", actor=identity_id, subject=identity_id, origin=origin(),
+                 commit=True, amr=amr)
     if interaction_id:
         data = flow.load_interaction(interaction_id)
         if data is not None:
@@ -122,11 +127,19 @@ def _check_second_factor(identity_id: str) -> tuple[str | None, int]:
         else:
             totp.verify(db_session(), identity_id, code)
     except TotpLockedError:
+        audit.record(db_session(), "identity.locked", subject=identity_id, reason="second_factor", origin=origin(),
+                     commit=True)
         return _("Too many attempts. Wait 5 minutes and try again."), 429
     except TotpReplayError:
+        audit.record(db_session(), "second_factor.failed", subject=identity_id, reason="replay", origin=origin(),
+                     commit=True)
         return _("That code has already been used. Wait for the next code and try again."), 400
     except InvalidTotpError:
+        audit.record(db_session(), "second_factor.failed", subject=identity_id, reason="wrong_code",
+                     origin=origin(), commit=True)
         return _("That code is not right. Check your authenticator app and try again."), 400
+    audit.record(db_session(), "second_factor.recovery_code_used" if recovery.strip() else "second_factor.verified",
+                 actor=identity_id, subject=identity_id, origin=origin(), commit=True)
     return None, 200
 
 

@@ -18,6 +18,7 @@ import time
 import requests
 from authlib.oauth2.rfc6749 import InvalidClientError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7523.client import ASSERTION_TYPE
 from joserfc.jwk import KeySet, OctKey
 
 from ..extensions import runtime
@@ -50,6 +51,18 @@ class ClientAssertion(JWTBearerClientAssertion):
     def __init__(self, method: str):
         super().__init__(validate_jti=True, leeway=30)
         self.CLIENT_AUTH_METHOD = method
+
+    def __call__(self, query_client, request):
+        # Both assertion methods see every assertion; each handles only clients
+        # registered for it, so the other one gets its turn instead of an error.
+        assertion = request.form.get("client_assertion")
+        if request.form.get("client_assertion_type") == ASSERTION_TYPE and assertion:
+            _headers, claims = self.extract_assertion(assertion)
+            subject = claims.get("sub")
+            client = query_client(subject) if isinstance(subject, str) else None
+            if client is not None and client.token_endpoint_auth_method != self.CLIENT_AUTH_METHOD:
+                return None
+        return super().__call__(query_client, request)
 
     def get_audiences(self):
         return endpoint_audiences(runtime().settings.issuer)

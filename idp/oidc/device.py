@@ -138,5 +138,5 @@ class DeviceCode(DeviceCodeGrant):
             raise InvalidGrantError("The device code was already used.")
         session = db_session()
         tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         session.commit()

@@ -238,7 +238,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     def save_token(self, token):
         session = db_session()
         tokens.persist(session, token, self.request.client, None, new_family=False,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         session.commit()
 
 
@@ -274,7 +274,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def save_token(self, token):
         tokens.persist(db_session(), token, self.request.client, self.request.user, new_family=False,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
 
     def revoke_old_credential(self, refresh_token):
         session = db_session()

@@ -122,7 +122,8 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
             tokens.revoke_family(session, family.id, "refresh_token_reuse")
             raise InvalidRequestError("The subject token is not valid.")
         tokens.persist(session, token, self.request.client, user, new_family=True,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl, parent_id=family.id)
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, parent_id=family.id,
+                       grant_type=self.GRANT_TYPE)
         session.commit()
         agreements.mark_used(session, family.identity_id, target.agreement_pk)
         token["issued_token_type"] = ACCESS_TOKEN_TYPE

@@ -21,6 +21,8 @@ from ..agreements.service import Selected
 from ..grants.models import AccessToken, RefreshToken, TokenFamily
 from ..identities.models import Identity
 from ..security import hasher, new_secret
+from ..audit import service as audit
+from ..extensions import origin
 from ..storage.db import utcnow
 from . import dpop
 
@@ -110,7 +112,7 @@ def _jwt_claims(token: str) -> dict:
 
 
 def persist(session: Session, token: dict, client, principal: Principal | None, *, new_family: bool,
-            refresh_token_ttl: int, parent_id: str | None = None) -> None:
+            refresh_token_ttl: int, parent_id: str | None = None, grant_type: str | None = None) -> None:
     """Record the tokens of one token response (no commit: the grant owns the transaction)."""
     family_id = principal.family_id if principal else None
     if principal and new_family:
@@ -131,6 +133,9 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
         identity_id=principal.identity.id if principal else None, scope=token.get("scope", ""),
         expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
     ))
+    audit.record(session, "token.issued", actor=f"client:{client.get_client_id()}",
+                 subject=principal.identity.id if principal else None, client_id=client.get_client_id(),
+                 reason=grant_type, origin=origin(), with_refresh=bool(token.get("refresh_token")))
     if token.get("refresh_token"):
         family = session.get(TokenFamily, family_id)
         session.add(RefreshToken(token_hash=hasher().hash(token["refresh_token"]), family_id=family_id,
@@ -143,6 +148,11 @@ def revoke_family(session: Session, family_id: str, reason: str) -> bool:
         update(TokenFamily).where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason)
     ).rowcount
+    if changed:
+        family = session.get(TokenFamily, family_id)
+        event = "token.reuse_detected" if reason.endswith("_reuse") else "token.revoked"
+        audit.record(session, event, subject=family.identity_id, client_id=family.client_id, reason=reason,
+                     origin=origin(), family=family_id)
     # Token exchange starts a child family; a reused ancestor takes its children along.
     frontier = [family_id]
     while frontier:

@@ -1,0 +1,56 @@
+"""Recording and reading audit events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .events import EVENTS
+from .models import AuditEvent
+
+_SECRET_WORDS = ("password", "secret", "token", "code", "otp")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from; views build it, services pass it along."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def record(session: Session, event: str, *, actor: str | None = None, subject: str | None = None,
+           agreement_id: str | None = None, client_id: str | None = None, reason: str | None = None,
+           origin: Origin | None = None, commit: bool = False, **details) -> AuditEvent:
+    """Add an event to the caller's transaction (commit=True commits it alone)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}: add it to idp/audit/events.py")
+    if any(word in key.lower() for key in details for word in _SECRET_WORDS):
+        raise ValueError("audit details must not carry secrets")
+    origin = origin or Origin()
+    row = AuditEvent(event=event, actor=actor, subject_id=subject, agreement_id=agreement_id, client_id=client_id,
+                     reason=reason, ip=origin.ip, user_agent=(origin.user_agent or "")[:300] or None, details=details)
+    session.add(row)
+    if commit:
+        session.commit()
+    return row
+
+
+def query(session: Session, *, event: str | None = None, subject: str | None = None, agreement_id: str | None = None,
+          since: dt.datetime | None = None, limit: int = 100, before_id: int | None = None) -> list[AuditEvent]:
+    """Newest first, filtered, paged by id."""
+    statement = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if event:
+        statement = statement.where(AuditEvent.event == event)
+    if subject:
+        statement = statement.where(AuditEvent.subject_id == subject)
+    if agreement_id:
+        statement = statement.where(AuditEvent.agreement_id == agreement_id)
+    if since:
+        statement = statement.where(AuditEvent.occurred_at >= since)
+    if before_id:
+        statement = statement.where(AuditEvent.id < before_id)
+    return list(session.execute(statement).scalars())

@@ -1,0 +1,1 @@
+"""The developer portal: people register and manage their own (third-party) OAuth clients."""
