@@ -117,29 +117,43 @@ def clients_group():
 
 @clients_group.command("create", help="Register a client; prints its secret once.")
 @click.option("--name", required=True)
-@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
 @click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
 @click.option("--product", default=None, help="Product slug; omit for a product-neutral client.")
 @click.option("--public", is_flag=True, help="No secret (native or browser app); PKCE required.")
 @click.option("--native", is_flag=True, help="application_type=native: loopback redirects on any port.")
 @click.option("--first-party", is_flag=True, help="Skip the consent page.")
-@click.option("--client-id", default=None)
+@click.option("--client-id", default=None, help="Choose the client id (default: random).")
 @click.option("--scope", default=None, help="Allowed scopes (default: all this IdP offers).")
+@click.option("--grant-type", "grant_types", multiple=True, help="Default: authorization_code, refresh_token, "
+              "token exchange (client_credentials for a machine-to-machine client).")
+@click.option("--auth-method", default=None, help="token_endpoint_auth_method (default client_secret_basic).")
 @click.option("--mobile-app", is_flag=True, help="A mobile time-registration app (time registrants may use it).")
 @with_appcontext
-def clients_create(name, redirect_uris, post_logout_redirect_uris, product, public, native, first_party, client_id, scope,
-                   mobile_app):
-    from .clients import service
-    from .errors import DomainError
+def clients_create(name, redirect_uris, post_logout_redirect_uris, product, public, native, first_party, client_id,
+                   scope, grant_types, auth_method, mobile_app):
+    from .clients import metadata, service
+    from .clients.models import DEFAULT_GRANT_TYPES
 
+    data = {"client_name": name, "redirect_uris": list(redirect_uris),
+            "post_logout_redirect_uris": list(post_logout_redirect_uris),
+            "application_type": "native" if native else "web",
+            "grant_types": list(grant_types) or ([g for g in DEFAULT_GRANT_TYPES] if redirect_uris
+                                                 else ["client_credentials"]),
+            "token_endpoint_auth_method": auth_method or ("none" if public else "client_secret_basic")}
+    if scope:
+        data["scope"] = scope
+    if product:
+        data["product"] = product
     try:
-        client, secret = service.create_client(
-            db_session(), client_name=name, redirect_uris=list(redirect_uris), product_id=product, public=public,
-            native=native, first_party=first_party, client_id=client_id, mobile_app=mobile_app,
-            **({"scope": scope} if scope else {}),
-            post_logout_redirect_uris=list(post_logout_redirect_uris))
-    except DomainError as error:
+        validated = metadata.validate(data)
+        client, secret, _token = service.register(
+            db_session(), validated, product_id=None, cipher=runtime().cipher, with_registration_token=False,
+            first_party=first_party, client_id=client_id)
+    except (metadata.ClientMetadataError, service.InvalidClientMetadataError) as error:
         raise click.ClickException(str(error)) from error
+    client.mobile_app = mobile_app
+    db_session().commit()
     click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
     if secret:
         click.echo("The secret is shown only now; store it safely.", err=True)
@@ -180,7 +194,14 @@ def clients_update(client_id, name, redirect_uris, post_logout_redirect_uris, pr
                    require_second_factor, mobile_app):
     from .clients.metadata import ClientMetadataError, check_redirect_uri
 
+    from .agreements.models import Product
+    from .clients.models import KNOWN_SCOPES
+
     client = _client_or_fail(client_id)
+    if scope is not None and any(s not in KNOWN_SCOPES for s in scope.split()):
+        raise click.ClickException(f"scope may only contain: {' '.join(KNOWN_SCOPES)}")
+    if product is not None and db_session().get(Product, product) is None:
+        raise click.ClickException(f"unknown product {product}")
     try:
         if redirect_uris:
             client.redirect_uris = [check_redirect_uri(u, client.application_type) for u in redirect_uris]
@@ -247,9 +268,12 @@ def clients_rotate_secret(client_id, overlap):
 def _duration(value: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        return int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+        seconds = int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
     except (ValueError, IndexError, KeyError) as error:
         raise click.BadParameter("use a number of seconds or e.g. 30m, 12h, 7d") from error
+    if seconds <= 0:
+        raise click.BadParameter("the lifetime must be positive")
+    return seconds
 
 
 @clients_group.command("initial-token", help="Issue an initial access token for dynamic registration.")
@@ -274,9 +298,10 @@ def clients_initial_token(product, expires, description):
 @with_appcontext
 def clients_initial_tokens():
     from .clients import service
+    from .storage.db import utcnow
 
     for row in service.list_initial_tokens(db_session()):
-        state = "revoked" if row.revoked_at else "active"
+        state = "revoked" if row.revoked_at else ("expired" if row.expires_at <= utcnow() else "active")
         click.echo(f"{row.id}  product={row.product_id or '-'}  expires={row.expires_at.isoformat()}  {state}  "
                    f"{row.description}")
 

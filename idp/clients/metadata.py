@@ -175,6 +175,8 @@ def validate(data: dict, *, public_allowed: bool = True) -> dict:
                  "require_signed_request_object"):
         if name in data:
             extra[name] = _bool(name, data[name])
+    if "resources" in data:
+        extra["resources"] = [_https_uri("resources", r) for r in _string_list("resources", data["resources"])]
     if "contacts" in data:
         extra["contacts"] = _string_list("contacts", data["contacts"])
     if "subject_type" in data:

@@ -78,7 +78,8 @@ def list_clients(session: Session) -> list[Client]:
 # -- registration (RFC 7591 / 7592), portal and CLI ----------------------------
 
 def register(session: Session, metadata: dict, *, product_id: str | None, cipher, owner_id: str | None = None,
-             with_registration_token: bool = True, first_party: bool = False) -> tuple[Client, str | None, str | None]:
+             with_registration_token: bool = True, first_party: bool = False,
+             client_id: str | None = None) -> tuple[Client, str | None, str | None]:
     """Create a client from validated metadata (clients.metadata.validate); commits.
 
     Returns (client, secret or None, registration access token or None); both
@@ -93,7 +94,7 @@ def register(session: Session, metadata: dict, *, product_id: str | None, cipher
         product_id=product, native=metadata["application_type"] == "native", first_party=first_party,
         scope=metadata["scope"], post_logout_redirect_uris=metadata["post_logout_redirect_uris"],
         token_endpoint_auth_method=metadata["token_endpoint_auth_method"], grant_types=metadata["grant_types"],
-        metadata=metadata["extra"], cipher=cipher)
+        metadata=metadata["extra"], cipher=cipher, client_id=client_id)
     if not metadata["redirect_uris"]:
         client.redirect_uris = []  # machine-to-machine clients have none
     client.response_types = metadata["response_types"]

@@ -90,8 +90,9 @@ def register():
     try:
         token = _bearer()
         initial = clients.find_initial_token(db_session(), token) if token else None
-        if initial is None and not runtime().settings.open_registration:
-            raise InvalidTokenError("An initial access token is required to register.")
+        # With open registration a token is optional, but one that is sent must be good.
+        if initial is None and (token or not runtime().settings.open_registration):
+            raise InvalidTokenError("A valid initial access token is required to register.")
         metadata = _validated(_apply_software_statement(_json_body()))
         try:
             client, secret, registration_token = clients.register(
@@ -119,7 +120,7 @@ def configure(client_id: str):
             return 204, "", [("Cache-Control", "no-store")]
         data = _json_body()
         if any(name in data for name in _SERVER_FIELDS):
-            raise InvalidRequestError("Server-issued fields must not be sent back (RFC 7592 §2.2).")
+            raise InvalidRequestError("Server-issued fields must not be sent back (RFC 7592 section 2.2).")
         if data.get("client_id") != client.client_id:
             raise InvalidRequestError("'client_id' must be the client's own.")
         if "client_secret" in data and not client.check_client_secret(data["client_secret"]):
