@@ -8,16 +8,19 @@ from flask import Flask, g, jsonify, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from . import mail, security
+from . import mail, observability, security
 from .identities.totp import Totp
 from .security import DataCipher, load_data_key
 from .extensions import Runtime, babel, csrf, runtime
 from .identities.passwords import PasswordHasher
 from .oidc import keys as keys_module
 from .oidc import server as oidc_server
+from .policies.rate_limits import RateLimitedError
 from .sessions.interface import ServerSessionInterface
 from .settings import Settings, from_env
 from .storage import migrations
@@ -25,7 +28,8 @@ from .storage.db import Database
 from .storage.ephemeral import make_store
 
 #: Paths answered in JSON: machines call them, not people.
-API_PREFIXES = ("/token", "/userinfo", "/jwks", "/.well-known", "/api/", "/healthz", "/readyz")
+API_PREFIXES = ("/token", "/userinfo", "/jwks", "/.well-known", "/api/", "/healthz", "/readyz", "/register",
+                "/revoke", "/introspect", "/par", "/device_authorization", "/account/password/strength", "/metrics")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -70,6 +74,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["authlib.server"] = server
     app.extensions["authlib.protector"] = protector
 
+    observability.configure_logging(settings.log_json)
+    observability.init_app(app)
     _register_blueprints(app)
     _register_handlers(app)
     _register_cli(app)
@@ -90,6 +96,7 @@ def _select_locale():
 
 def _register_blueprints(app: Flask) -> None:
     from .account.views import bp as account_bp
+    from .agreement_admin.views import bp as agreement_admin_bp
     from .api.openapi import bp as openapi_bp
     from .portal.views import bp as portal_bp
     from .api.views import bp as api_bp
@@ -104,6 +111,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(interaction_bp)
     app.register_blueprint(account_bp)
+    app.register_blueprint(agreement_admin_bp)
     app.register_blueprint(portal_bp)
     app.register_blueprint(openapi_bp)
 
@@ -139,6 +147,11 @@ def _register_handlers(app: Flask) -> None:
         return {"current_locale": lambda: str(get_locale())}
 
     @app.before_request
+    def _session_store_available():
+        if getattr(session, "unavailable", False):
+            raise RedisError("session store unavailable")
+
+    @app.before_request
     def _ui_locales():
         g.ui_locales = request.args.get("ui_locales")
 
@@ -161,6 +174,38 @@ def _register_handlers(app: Flask) -> None:
     @app.teardown_appcontext
     def _remove_session(_exc):
         runtime().db.remove()
+
+    @app.errorhandler(RateLimitedError)
+    def _rate_limited(error: RateLimitedError):
+        headers = {"Retry-After": str(error.retry_after)}
+        if _wants_json():
+            return jsonify(error="rate_limited", error_description="Too many requests; retry later."), 429, headers
+        return render_template("errors/error.html", title=_("Too many requests"),
+                               message=_("Wait a moment and try again.")), 429, headers
+
+    @app.errorhandler(RedisError)
+    @app.errorhandler(OperationalError)
+    def _unavailable(error):
+        # A store or database outage is temporary and says so: 503 with
+        # Retry-After, never a 500 and never an unsafe fallback.
+        app.logger.error("dependency unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
+        runtime().db.session.rollback()
+        headers = {"Retry-After": "5"}
+        if _wants_json():
+            return jsonify(error="temporarily_unavailable",
+                           error_description="The service is briefly unavailable; retry shortly."), 503, headers
+        return render_template("errors/error.html", title=_("Briefly unavailable"),
+                               message=_("Please try again in a moment.")), 503, headers
+
+    @app.errorhandler(DataError)
+    def _bad_value(error):
+        # A value the database refuses (e.g. a NUL byte for PostgreSQL) is the
+        # caller's mistake: 400, and nothing half-written.
+        runtime().db.session.rollback()
+        if _wants_json():
+            return jsonify(error="invalid_request", error_description="A parameter holds an invalid value."), 400
+        return render_template("errors/error.html", title=_("Invalid request"),
+                               message=_("Check the address and try again.")), 400
 
     @app.errorhandler(CSRFError)
     def _csrf_error(error):

@@ -26,7 +26,9 @@ def main():
 
 
 def register(app: Flask) -> None:
-    for group in (db, keys, clients_group, logout_group, audit_group):
+    from .legacy_users.cli import legacy_group
+
+    for group in (db, keys, clients_group, logout_group, audit_group, legacy_group):
         app.cli.add_command(group)
     app.cli.add_command(demo)
     app.cli.add_command(serve)
@@ -149,7 +151,7 @@ def clients_create(name, redirect_uris, post_logout_redirect_uris, product, publ
         validated = metadata.validate(data)
         client, secret, _token = service.register(
             db_session(), validated, product_id=None, cipher=runtime().cipher, with_registration_token=False,
-            first_party=first_party, client_id=client_id)
+            first_party=first_party, client_id=client_id, actor="operator")
     except (metadata.ClientMetadataError, service.InvalidClientMetadataError) as error:
         raise click.ClickException(str(error)) from error
     client.mobile_app = mobile_app
@@ -225,7 +227,7 @@ def clients_update(client_id, name, redirect_uris, post_logout_redirect_uris, pr
 def clients_disable(client_id):
     from .clients import service
 
-    service.disable(db_session(), _client_or_fail(client_id))
+    service.disable(db_session(), _client_or_fail(client_id), actor="operator")
     click.echo(f"disabled {client_id}; its tokens are revoked")
 
 
@@ -246,7 +248,7 @@ def clients_enable(client_id):
 def clients_delete(client_id):
     from .clients import service
 
-    service.delete(db_session(), _client_or_fail(client_id))
+    service.delete(db_session(), _client_or_fail(client_id), actor="operator")
     click.echo(f"deleted {client_id}")
 
 

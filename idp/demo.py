@@ -32,7 +32,8 @@ CLIENTS = [
          metadata={"backchannel_logout_uri": "http://127.0.0.1:5002/backchannel-logout",
                    "backchannel_logout_session_required": True}),
     dict(client_id="mobile-app", client_name="Time registration (sample mobile app)", product_id="e-conomic",
-         redirect_uris=["http://127.0.0.1/callback"], public=True, native=True, mobile_app=True),
+         redirect_uris=["http://127.0.0.1/callback"], public=True, native=True, mobile_app=True,
+         metadata={"resources": ["http://127.0.0.1:5003"]}),
 ]
 #: Dora registers time on Carl's agreement, which allows that only in mobile apps.
 TIME_REGISTRANT = ("dora@example.com", "carl@example.com")

@@ -78,6 +78,12 @@ class Settings:
     software_statement_jwks: str = ""
     #: Seconds an old client secret keeps working after a rotation.
     secret_rotation_overlap: int = 24 * 3600
+    #: One JSON object per log line (default in production).
+    log_json: bool = False
+    #: Multiplies every request rate limit (policies/rate_limits.py); 0 turns them off.
+    rate_limit_factor: float = 1.0
+    #: Failed sign-ins from one IP in 15 minutes before that IP is paused.
+    login_ip_lock_after: int = 50
     #: Require a server nonce in every DPoP proof (RFC 9449 §8).
     dpop_require_nonce: bool = False
     #: Refuse to serve when the database schema is behind the code.
@@ -170,6 +176,10 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         session_lifetime=int(get("SESSION_LIFETIME", defaults.session_lifetime)),
         dpop_require_nonce=_bool(get("DPOP_REQUIRE_NONCE", "false")),
         open_registration=_bool(get("OPEN_REGISTRATION", "false")),
+        rate_limit_factor=float(get("RATE_LIMIT_FACTOR", defaults.rate_limit_factor)),
+        log_json=_bool(get("LOG_JSON", "true" if mode == "production" else "false")),
+        keys_reload_interval=int(get("KEYS_RELOAD_INTERVAL", defaults.keys_reload_interval)),
+        login_ip_lock_after=int(get("LOGIN_IP_LOCK_AFTER", defaults.login_ip_lock_after)),
         software_statement_jwks=_read_optional(get("SOFTWARE_STATEMENT_JWKS", "")),
         secret_rotation_overlap=int(get("SECRET_ROTATION_OVERLAP", defaults.secret_rotation_overlap)),
         smtp_host=get("SMTP_HOST", defaults.smtp_host),
@@ -189,6 +199,14 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
     return settings
 
 
+_PLACEHOLDER_WORDS = ("change", "secret", "example", "placeholder", "production", "password", "default")
+
+
+def _is_secret_file(name: str) -> bool:
+    """Signing keys and the data/dev keys; not e.g. a README in the folder."""
+    return name.endswith(".json") or name in ("data-key", "dev-secret-key")
+
+
 def validate(settings: Settings) -> None:
     if settings.password_min_length < 8:
         raise SettingsError("IDP_PASSWORD_MIN_LENGTH must be at least 8 (NIST SP 800-63B-4).")
@@ -200,3 +218,13 @@ def validate(settings: Settings) -> None:
             raise SettingsError("IDP_ISSUER must use https in production (http only on loopback).")
         if len(settings.secret_key) < 32:
             raise SettingsError("IDP_SECRET_KEY is too short: use at least 32 random characters.")
+        lowered = settings.secret_key.lower()
+        if len(set(settings.secret_key)) < 16 or any(word in lowered for word in _PLACEHOLDER_WORDS):
+            raise SettingsError("IDP_SECRET_KEY looks like a placeholder: generate a random one, e.g. "
+                                "python -c 'import secrets; print(secrets.token_urlsafe(48))'.")
+        if settings.keys_dir.is_dir():
+            exposed = [p.name for p in settings.keys_dir.iterdir()
+                       if p.is_file() and _is_secret_file(p.name) and p.stat().st_mode & 0o077]
+            if exposed:
+                raise SettingsError(f"Key files in {settings.keys_dir} are readable by others ({', '.join(exposed)}): "
+                                    f"run chmod 600 on them.")

@@ -1,4 +1,4 @@
-"""Minimal OpenID Connect relying party used to demo and browser-test the IdP."""
+"""A sample product relying party (accounting / invoicing), configured by environment variables."""
 
 from .app import create_app, load_config
 

@@ -20,7 +20,9 @@ from ..identities import links
 from ..identities import password_policy as policy
 from ..identities import service as identities
 from ..identities.models import Identity
+from ..audit import service as audit
 from ..mail import MailError
+from ..policies import rate_limits
 from ..sessions import service as sessions
 from .views import bp, signed_in
 
@@ -69,6 +71,7 @@ def _link(endpoint: str, token: str) -> str:
 @bp.post("/password/strength")
 def strength():
     """For the live strength meter (CSRF-protected JSON)."""
+    rate_limits.hit("password_strength", request.remote_addr or "-")
     data = request.get_json(silent=True) or {}
     password = str(data.get("password", ""))[:2048]
     email = str(data.get("email", ""))[:320]
@@ -126,7 +129,11 @@ def verify(token):
 def forgot():
     if request.method == "POST":
         email = request.form.get("email", "").strip()
+        rate_limits.hit("password_reset", request.remote_addr or "-")
+        rate_limits.hit("password_reset_address", identities.normalize_email(email)[:320])
         identity = identities.find_by_email(db_session(), email) if identities.valid_email(email) else None
+        audit.record(db_session(), "identity.password_reset_requested", subject=identity.id if identity else None,
+                     origin=origin(), commit=True)
         if identity is not None and not identity.disabled:
             token = links.issue(runtime().store, links.RESET_PASSWORD, identity.id)
             _send(identity.email, _("Reset your password"), "mail/reset.txt", background=True,

@@ -121,3 +121,4 @@ def disable():
 
 
 from . import passwords  # noqa: E402,F401  (registers the password routes on this blueprint)
+from . import settings  # noqa: E402,F401  (registers the My settings routes on this blueprint)

@@ -51,6 +51,7 @@ class Membership(Base):
     __table_args__ = (
         UniqueConstraint("identity_id", "agreement_id", name="uq_memberships_identity_agreement"),
         # The chooser lists one person's agreements, most recently used first.
+        # (PostgreSQL also gets a DESC NULLS LAST twin; see the 0009b migration.)
         Index("ix_memberships_identity_last_used", "identity_id", "last_used_at"),
     )
 

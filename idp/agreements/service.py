@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Select, and_, func, not_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from ..storage.db import utcnow
 from .models import Agreement, Membership, Role
@@ -47,7 +47,8 @@ def eligible(identity_id: str, client) -> Select:
     """Memberships the identity may use with ``client``: open agreements of the
     client's product (all for a product-neutral client), minus time-registrant
     memberships that the agreement restricts to mobile apps."""
-    query = (select(Membership).join(Membership.agreement)
+    # contains_eager: the join below also loads the agreement (no second join).
+    query = (select(Membership).join(Membership.agreement).options(contains_eager(Membership.agreement))
              .where(Membership.identity_id == identity_id, Agreement.closed.is_(False)))
     if client is not None and client.product_id:
         query = query.where(Agreement.product_id == client.product_id)
@@ -61,6 +62,9 @@ def _search(query: Select, q: str | None) -> Select:
     q = (q or "").strip()
     if not q:
         return query
+    if len(q) < 3:
+        # Too short for a name search to mean much (or to use the trigram index).
+        return query.where(Agreement.number.startswith(q, autoescape=True))
     escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return query.where(or_(Agreement.number.startswith(q, autoescape=True),
                            func.lower(Agreement.name).like(f"%{escaped.lower()}%", escape="\\")))
@@ -88,8 +92,9 @@ def current(session: Session, identity_id: str, agreement_pk: str, client) -> Se
 def chooser_list(session: Session, identity_id: str, client, q: str | None = None,
                  limit: int = CHOOSER_LIMIT) -> list[Selected]:
     """For the chooser: most recently used first, then by number."""
+    # Matches the (identity_id, last_used_at DESC NULLS LAST) index: no sort of all memberships.
     query = _search(eligible(identity_id, client), q).order_by(
-        Membership.last_used_at.is_(None), Membership.last_used_at.desc(), Agreement.number).limit(limit)
+        Membership.last_used_at.desc().nulls_last(), Agreement.number).limit(limit)
     return [_selected(m) for m in session.execute(query).scalars()]
 
 

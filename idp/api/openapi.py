@@ -42,6 +42,9 @@ def _error(description: str, codes: list[str] | None = None, challenge: bool = F
     return _json(schema, description, headers)
 
 
+RATE_LIMITED = {"$ref": "#/components/responses/RateLimited"}
+UNAVAILABLE = {"$ref": "#/components/responses/Unavailable"}
+
 _URI = {"type": "string", "format": "uri", "maxLength": 2000}
 _URIS = {"type": "array", "items": _URI}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -236,8 +239,8 @@ _CLIENT_AUTH = [{"clientSecretBasic": []}, {}]
 _NO_STORE = {"Cache-Control": {"$ref": "#/components/headers/Cache-Control"}}
 
 
-def _form(schema_name: str) -> dict:
-    return {"required": True, "content": {FORM: {"schema": _ref(schema_name)}}}
+def _form(schema_name: str, example: dict) -> dict:
+    return {"required": True, "content": {FORM: {"schema": _ref(schema_name), "example": example}}}
 
 
 DOCUMENT = {
@@ -266,11 +269,26 @@ DOCUMENT = {
                                "configured. The client secret (if any) and the registration access token are "
                                "returned once. Registered clients are third-party.",
                 "security": [{"initialAccessToken": []}, {}],
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ClientMetadata")}}},
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ClientMetadata"), "examples": {
+                    "web": {"summary": "A web app", "value": {
+                        "client_name": "Partner Books", "redirect_uris": ["https://books.example/callback"],
+                        "post_logout_redirect_uris": ["https://books.example/"],
+                        "grant_types": ["authorization_code", "refresh_token"],
+                        "token_endpoint_auth_method": "client_secret_basic", "scope": "openid profile email"}},
+                    "native": {"summary": "A mobile app", "value": {
+                        "client_name": "Books for Android", "application_type": "native",
+                        "redirect_uris": ["com.example.books:/oauth", "http://127.0.0.1/callback"],
+                        "token_endpoint_auth_method": "none"}},
+                    "m2m": {"summary": "A service (client credentials)", "value": {
+                        "client_name": "Nightly export", "grant_types": ["client_credentials"],
+                        "response_types": [], "scope": "agreement"}},
+                }}}},
                 "responses": {
                     "201": _json(_ref("ClientInformation"), "The client is registered.", _NO_STORE),
                     "400": _error("The metadata is not acceptable (RFC 7591 §3.2.2).", _REGISTRATION_ERRORS),
                     "401": _error("No valid initial access token.", ["invalid_token"], challenge=True),
+                    "429": RATE_LIMITED,
+                    "503": UNAVAILABLE,
                 },
             },
         },
@@ -285,6 +303,7 @@ DOCUMENT = {
                     "200": _json(_ref("ClientInformation"), "The client's current metadata.", _NO_STORE),
                     "401": _error("The registration access token is not valid for this client (also for unknown "
                                   "clients).", ["invalid_token"], challenge=True),
+                    "503": UNAVAILABLE,
                 },
             },
             "put": {
@@ -297,12 +316,15 @@ DOCUMENT = {
                 "requestBody": {"required": True, "content": {JSON: {"schema": {
                     "allOf": [_ref("ClientMetadata"), {
                         "type": "object", "required": ["client_id"],
-                        "properties": {"client_id": {"type": "string"}, "client_secret": {"type": "string"}}}]}}}},
+                        "properties": {"client_id": {"type": "string"}, "client_secret": {"type": "string"}}}]},
+                    "example": {"client_id": "s6BhdRkqt3", "client_name": "Partner Books",
+                                "redirect_uris": ["https://books.example/callback", "https://books.example/cb2"]}}}},
                 "responses": {
                     "200": _json(_ref("ClientInformation"), "The updated client.", _NO_STORE),
                     "400": _error("The metadata is not acceptable.", _REGISTRATION_ERRORS),
                     "401": _error("The registration access token is not valid for this client.", ["invalid_token"],
                                   challenge=True),
+                    "503": UNAVAILABLE,
                 },
             },
             "delete": {
@@ -314,6 +336,7 @@ DOCUMENT = {
                     "204": {"description": "The client is deleted."},
                     "401": _error("The registration access token is not valid for this client.", ["invalid_token"],
                                   challenge=True),
+                    "503": UNAVAILABLE,
                 },
             },
         },
@@ -345,6 +368,8 @@ DOCUMENT = {
                                   ["invalid_request", "invalid_token"], challenge=True),
                     "403": _error("The access token lacks scope ``agreement``.", ["insufficient_scope"],
                                   challenge=True),
+                    "429": RATE_LIMITED,
+                    "503": UNAVAILABLE,
                 },
             },
         },
@@ -356,11 +381,13 @@ DOCUMENT = {
                 "security": _CLIENT_AUTH,
                 "parameters": [{"name": "DPoP", "in": "header", "required": False, "schema": {"type": "string"},
                                 "description": "A DPoP proof (RFC 9449) to bind the tokens to a key."}],
-                "requestBody": _form("TokenRequest"),
+                "requestBody": _form("TokenRequest", {"grant_type": "client_credentials", "scope": "profile"}),
                 "responses": {
                     "200": _json(_ref("TokenResponse"), "Tokens.", _NO_STORE),
                     "400": _error("The request or grant is not valid (RFC 6749 §5.2)."),
                     "401": _error("Client authentication failed.", ["invalid_client"], challenge=True),
+                    "429": RATE_LIMITED,
+                    "503": UNAVAILABLE,
                 },
             },
         },
@@ -372,11 +399,14 @@ DOCUMENT = {
                 "description": "Answers 200 for unknown tokens too. Revoking a refresh token also revokes the "
                                "access tokens of the same grant.",
                 "security": _CLIENT_AUTH,
-                "requestBody": _form("TokenQuery"),
+                "requestBody": _form("TokenQuery", {"token": "45ghiukldjahdnhzdauz",
+                                                    "token_type_hint": "refresh_token"}),
                 "responses": {
                     "200": _json({"type": "object", "maxProperties": 0}, "Revoked (or never valid)."),
-                    "400": _error("The request is not valid.", ["invalid_request", "unsupported_token_type"]),
+                    "400": _error("The request is not valid, or the token was issued to another client "
+                                  "(RFC 7009 §2.1).", ["invalid_request", "invalid_grant", "unsupported_token_type"]),
                     "401": _error("Client authentication failed.", ["invalid_client"], challenge=True),
+                    "503": UNAVAILABLE,
                 },
             },
         },
@@ -386,13 +416,15 @@ DOCUMENT = {
                 "operationId": "introspect",
                 "summary": "Introspect a token (RFC 7662)",
                 "description": "Only confidential clients may introspect, and only tokens issued to them or meant "
-                               "for them; anything else is reported inactive.",
+                               "for them; anything else is reported inactive. An unknown ``token_type_hint`` is "
+                               "ignored (RFC 7662 §2.1).",
                 "security": [{"clientSecretBasic": []}, {}],
-                "requestBody": _form("TokenQuery"),
+                "requestBody": _form("TokenQuery", {"token": "eyJ0eXAiOiJhdCtqd3QiLCJhbGciOiJFUzI1NiJ9..."}),
                 "responses": {
                     "200": _json(_ref("Introspection"), "The token's state.", _NO_STORE),
-                    "400": _error("The request is not valid.", ["invalid_request", "unsupported_token_type"]),
+                    "400": _error("The request is not valid.", ["invalid_request"]),
                     "401": _error("Client authentication failed.", ["invalid_client"], challenge=True),
+                    "503": UNAVAILABLE,
                 },
             },
         },
@@ -468,6 +500,20 @@ DOCUMENT = {
                                   "description": "client_id and client_secret (RFC 6749 §2.3.1). Clients registered "
                                                  "for client_secret_post, client_secret_jwt or private_key_jwt "
                                                  "authenticate in the form body instead."},
+        },
+        "responses": {
+            "RateLimited": {
+                "description": "Too many requests from this client, address or person; retry after the given seconds.",
+                "headers": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
+                "content": {JSON: {"schema": {"allOf": [_ref("Error"), {"properties": {
+                    "error": {"const": "rate_limited"}}}]}}},
+            },
+            "Unavailable": {
+                "description": "The database or the shared store is briefly unavailable; retry shortly.",
+                "headers": {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}},
+                "content": {JSON: {"schema": {"allOf": [_ref("Error"), {"properties": {
+                    "error": {"const": "temporarily_unavailable"}}}]}}},
+            },
         },
         "headers": {
             "WWW-Authenticate": {"description": "The authentication challenge.", "schema": {"type": "string"}},

@@ -9,6 +9,7 @@ from ..agreements import service as agreements
 from ..clients.models import Client
 from ..extensions import db_session
 from ..oidc import tokens
+from ..policies import rate_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -24,6 +25,7 @@ def my_agreements():
         token = current_app.extensions["authlib.protector"].acquire_token(["agreement"])
     except OAuth2Error as error:
         return current_app.extensions["authlib.server"].handle_response(*error())
+    rate_limits.hit("agreements_api", f"{token['client_id']}:{token['sub']}")
     try:
         limit = int(request.args.get("limit", 50))
     except ValueError:
@@ -33,6 +35,9 @@ def my_agreements():
     client = db_session().get(Client, token["client_id"])
     # The token's sub may be pairwise; the record knows whose token it is.
     record = tokens.find_access_token(db_session(), token["jti"])
+    if record is None or record.identity_id is None:
+        # A client_credentials token has no person, so no agreements to list.
+        return _error(403, "insufficient_scope", "This API needs a token issued to a person.")
     try:
         page = agreements.page(db_session(), record.identity_id, client, q=request.args.get("q", "")[:100],
                                product=request.args.get("product") or None, cursor=request.args.get("cursor") or None,

@@ -62,10 +62,27 @@ def _loopback_ip(host: str | None) -> bool:
         return False
 
 
+def _clean_text(value: str) -> bool:
+    """No control characters (NUL breaks PostgreSQL) and valid Unicode (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def _split(uri: str, code: str = "invalid_client_metadata"):
+    try:
+        return urlsplit(uri)
+    except ValueError as error:  # e.g. "Invalid IPv6 URL"
+        raise ClientMetadataError(f"'{uri}' is not a valid URI.", code) from error
+
+
 def check_redirect_uri(uri, application_type: str) -> str:
-    if not isinstance(uri, str) or not uri or len(uri) > 2000:
-        raise ClientMetadataError("Redirect URIs must be non-empty strings.", "invalid_redirect_uri")
-    parts = urlsplit(uri)
+    if not isinstance(uri, str) or not uri or len(uri) > 2000 or not _clean_text(uri):
+        raise ClientMetadataError("Redirect URIs must be non-empty strings of printable characters.",
+                                  "invalid_redirect_uri")
+    parts = _split(uri, "invalid_redirect_uri")
     if not parts.scheme or not _SCHEME.match(parts.scheme):
         raise ClientMetadataError(f"'{uri}' is not an absolute URI.", "invalid_redirect_uri")
     if parts.fragment or "#" in uri:
@@ -91,9 +108,9 @@ def check_redirect_uri(uri, application_type: str) -> str:
 
 
 def _https_uri(name: str, value) -> str:
-    if not isinstance(value, str) or len(value) > 2000:
+    if not isinstance(value, str) or len(value) > 2000 or not _clean_text(value):
         raise ClientMetadataError(f"'{name}' must be an https URL.")
-    parts = urlsplit(value)
+    parts = _split(value)
     if parts.scheme != "https" or not parts.hostname or parts.fragment:
         raise ClientMetadataError(f"'{name}' must be an https URL without a fragment.")
     return value
@@ -106,7 +123,7 @@ def _bool(name: str, value) -> bool:
 
 
 def _string_list(name: str, value) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and _clean_text(v) for v in value):
         raise ClientMetadataError(f"'{name}' must be an array of strings.")
     return value
 
@@ -198,17 +215,17 @@ def validate(data: dict, *, public_allowed: bool = True) -> dict:
         extra["default_max_age"] = data["default_max_age"]
     for name in ("software_id", "software_version"):
         if name in data:
-            if not isinstance(data[name], str) or len(data[name]) > 200:
+            if not isinstance(data[name], str) or len(data[name]) > 200 or not _clean_text(data[name]):
                 raise ClientMetadataError(f"'{name}' must be a short string.")
             extra[name] = data[name]
     scope = data.get("scope", DEFAULT_SCOPE)
     if not isinstance(scope, str) or any(s not in KNOWN_SCOPES for s in scope.split()):
         raise ClientMetadataError(f"'scope' may only contain: {' '.join(KNOWN_SCOPES)}.")
     name = data.get("client_name", "")
-    if not isinstance(name, str) or len(name) > 200:
-        raise ClientMetadataError("'client_name' must be a string of at most 200 characters.")
-    product = data.get("product")
-    if product is not None and not isinstance(product, str):
+    if not isinstance(name, str) or len(name) > 200 or not _clean_text(name):
+        raise ClientMetadataError("'client_name' must be printable text of at most 200 characters.")
+    product = data.get("product") or None
+    if product is not None and (not isinstance(product, str) or not _clean_text(product) or len(product) > 64):
         raise ClientMetadataError("'product' must be a product name.")
     return {
         "client_name": name.strip() or "Unnamed application",

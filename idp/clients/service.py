@@ -71,6 +71,15 @@ def create_client(session: Session, *, client_name: str, redirect_uris: list[str
     return client, secret
 
 
+def find(session: Session, client_id) -> Client | None:
+    """A client by id; None for anything that cannot be one (too long, control characters)."""
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 100:
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in client_id):
+        return None
+    return session.get(Client, client_id)
+
+
 def list_clients(session: Session) -> list[Client]:
     return list(session.execute(select(Client).order_by(Client.client_id)).scalars())
 
@@ -79,7 +88,8 @@ def list_clients(session: Session) -> list[Client]:
 
 def register(session: Session, metadata: dict, *, product_id: str | None, cipher, owner_id: str | None = None,
              with_registration_token: bool = True, first_party: bool = False,
-             client_id: str | None = None) -> tuple[Client, str | None, str | None]:
+             client_id: str | None = None, actor: str | None = None,
+             origin=None) -> tuple[Client, str | None, str | None]:
     """Create a client from validated metadata (clients.metadata.validate); commits.
 
     Returns (client, secret or None, registration access token or None); both
@@ -103,7 +113,8 @@ def register(session: Session, metadata: dict, *, product_id: str | None, cipher
     client.registration_access_token_hash = hasher().hash(token) if token else None
     if owner_id:
         session.add(ClientOwner(client_id=client.client_id, identity_id=owner_id))
-    audit.record(session, "client.registered", actor=owner_id, client_id=client.client_id, product=product)
+    audit.record(session, "client.registered", actor=actor or owner_id, client_id=client.client_id, origin=origin,
+                 product=product)
     session.commit()
     return client, secret, token
 
@@ -138,17 +149,17 @@ def revoke_client_tokens(session: Session, client_id: str, reason: str) -> None:
                     .values(revoked_at=utcnow()))
 
 
-def disable(session: Session, client: Client) -> None:
+def disable(session: Session, client: Client, actor: str | None = None, origin=None) -> None:
     """Disable a client and revoke every token it holds; commits."""
     client.disabled = True
     revoke_client_tokens(session, client.client_id, "client_disabled")
-    audit.record(session, "client.disabled", client_id=client.client_id)
+    audit.record(session, "client.disabled", actor=actor, client_id=client.client_id, origin=origin)
     session.commit()
 
 
-def delete(session: Session, client: Client) -> None:
+def delete(session: Session, client: Client, actor: str | None = None, origin=None) -> None:
     revoke_client_tokens(session, client.client_id, "client_deleted")
-    audit.record(session, "client.deleted", client_id=client.client_id)
+    audit.record(session, "client.deleted", actor=actor, client_id=client.client_id, origin=origin)
     session.delete(client)
     session.commit()
 

@@ -21,7 +21,7 @@ SCOPE_DESCRIPTIONS = {
 }
 
 
-def remember(session: Session, identity_id: str, client_id: str, scope: str) -> Grant:
+def remember(session: Session, identity_id: str, client_id: str, scope: str, origin=None) -> Grant:
     """Add ``scope`` to what the identity granted the client; commits."""
     grant = session.execute(
         select(Grant).where(Grant.identity_id == identity_id, Grant.client_id == client_id)
@@ -31,7 +31,8 @@ def remember(session: Session, identity_id: str, client_id: str, scope: str) -> 
         session.add(grant)
     merged = list(dict.fromkeys((scope_to_list(grant.scope) or []) + (scope_to_list(scope) or [])))
     grant.scope = list_to_scope(merged)
-    audit.record(session, "grant.given", actor=identity_id, subject=identity_id, client_id=client_id, scope=scope)
+    audit.record(session, "grant.given", actor=identity_id, subject=identity_id, client_id=client_id, origin=origin,
+                 scope=scope)
     session.commit()
     return grant
 

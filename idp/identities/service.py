@@ -30,7 +30,9 @@ def normalize_password(password: str) -> str:
 
 
 def valid_email(email: str) -> bool:
-    return len(email) <= 320 and bool(_EMAIL.match(email.strip()))
+    if len(email) > 320 or any(ord(c) < 32 or ord(c) == 127 for c in email):
+        return False
+    return bool(_EMAIL.match(email.strip()))
 
 
 def find_by_email(session: Session, email: str) -> Identity | None:

@@ -6,7 +6,7 @@ from flask import redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from ..clients.models import Client
-from ..extensions import db_session, runtime
+from ..extensions import db_session, origin, runtime
 from ..grants import service as grants
 from ..oidc import authorize as flow
 from ..oidc import device
@@ -42,6 +42,6 @@ def device_verification():
                                error=_("That code is not valid or has expired. Check the code on your device.")), 400
     approved = request.form.get("decision") == "allow"
     if approved:
-        grants.remember(db_session(), identity.id, record["client_id"], record["scope"])
+        grants.remember(db_session(), identity.id, record["client_id"], record["scope"], origin=origin())
     device.decide(key, record, approved, login)
     return render_template("interaction/device_done.html", approved=approved)

@@ -19,12 +19,14 @@ from flask import redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 
 from ..errors import InvalidCredentialsError
+from .. import observability
 from ..audit import service as audit
 from ..extensions import db_session, origin, runtime
 from ..identities import service as identities
 from ..identities.models import Identity
 from ..identities.totp import InvalidTotpError, TotpLockedError, TotpReplayError
 from ..oidc import authorize as flow
+from ..policies import throttle
 from ..sessions import service as sessions
 from .views import _load, bp, safe_path
 
@@ -42,15 +44,24 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
             error, status = _("Enter your e-mail address and your password."), 400
         elif not identities.valid_email(email):
             error, status = _("That does not look like an e-mail address."), 400
+        elif not (verdict := throttle.check(runtime().store, identities.normalize_email(email), request.remote_addr,
+                                            runtime().settings.login_ip_lock_after)).allowed:
+            error, status = _throttled_message(verdict), 429
         else:
+            account = identities.normalize_email(email)
             try:
                 identity = identities.authenticate(db_session(), runtime().passwords, email, password)
             except InvalidCredentialsError:
                 # The same words for an unknown e-mail and a wrong password.
                 error, status = _("The e-mail address or the password is not correct."), 401
-                audit.record(db_session(), "identity.login_failed", reason="invalid_credentials", origin=origin(),
-                             commit=True, email=identities.normalize_email(email))
+                failures = throttle.failed(runtime().store, account, request.remote_addr)
+                observability.LOGINS.labels("failed").inc()
+                known = identities.find_by_email(db_session(), account)
+                audit.record(db_session(), "identity.locked" if failures == throttle.LOCK_AFTER
+                             else "identity.login_failed", subject=known.id if known else None,
+                             reason="invalid_credentials", origin=origin(), commit=True, email=account)
             else:
+                throttle.succeeded(runtime().store, account)
                 if not identity.email_verified:
                     # Only after the right password, so this reveals nothing to a stranger.
                     error, status = _("Confirm your e-mail address first: open the link we sent you."), 403
@@ -58,6 +69,13 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
                     return _after_password(identity, next_url, interaction_id)
     return render_template("interaction/login.html", client=client, email=email, error=error,
                            interaction_id=interaction_id), status
+
+
+def _throttled_message(verdict) -> str:
+    if verdict.locked:
+        return _("Too many failed attempts. Signing in with this address is paused for 15 minutes. "
+                 "You can reset your password instead.")
+    return _("Too many attempts. Wait %(seconds)s seconds and try again.", seconds=verdict.retry_after)
 
 
 def _after_password(identity: Identity, next_url: str, interaction_id: str | None):
@@ -70,6 +88,7 @@ def _after_password(identity: Identity, next_url: str, interaction_id: str | Non
 
 def _signed_in(identity_id: str, amr: list[str], next_url: str, interaction_id: str | None):
     sessions.sign_in(session, identity_id, amr, runtime().settings.session_lifetime)
+    observability.LOGINS.labels("succeeded").inc()
     audit.record(db_session(), "identity.login_succeeded", actor=identity_id, subject=identity_id, origin=origin(),
                  commit=True, amr=amr)
     if interaction_id:

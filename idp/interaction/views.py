@@ -13,7 +13,7 @@ from wtforms.validators import ValidationError
 
 from ..agreements import service as agreements
 from ..clients.models import Client
-from ..extensions import csrf, db_session, runtime
+from ..extensions import csrf, db_session, origin, runtime
 from ..grants import service as grants
 from ..identities.models import Identity
 from ..oidc import authorize as flow
@@ -118,7 +118,7 @@ def consent(interaction_id):
     if request.method == "POST":
         if request.form.get("action") != "allow":
             return flow.deny(params)
-        grants.remember(db_session(), login.identity_id, client.client_id, scope)
+        grants.remember(db_session(), login.identity_id, client.client_id, scope, origin=origin())
         flow.update_interaction(interaction_id, data, consented=True)
         return _resume(interaction_id)
     identity = db_session().get(Identity, login.identity_id)

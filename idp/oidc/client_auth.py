@@ -13,10 +13,12 @@ What it adds to Authlib:
 
 from __future__ import annotations
 
+import binascii
 import time
 
 import requests
 from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7523.client import ASSERTION_TYPE
 from joserfc.jwk import KeySet, OctKey
@@ -59,6 +61,10 @@ class ClientAssertion(JWTBearerClientAssertion):
         if request.form.get("client_assertion_type") == ASSERTION_TYPE and assertion:
             _headers, claims = self.extract_assertion(assertion)
             subject = claims.get("sub")
+            named = request.form.get("client_id")
+            if named and named != subject:
+                # RFC 7521 §4.2: a client_id beside the assertion must name the same client.
+                raise InvalidClientError(description="'client_id' does not match the assertion's subject.")
             client = query_client(subject) if isinstance(subject, str) else None
             if client is not None and client.token_endpoint_auth_method != self.CLIENT_AUTH_METHOD:
                 return None
@@ -96,6 +102,16 @@ class ClientAssertion(JWTBearerClientAssertion):
         return keys.get_by_kid(kid) if kid else keys
 
 
+def client_secret_basic(query_client, request):
+    """Authlib's client_secret_basic, but a malformed Authorization header
+    (empty, not base64, not UTF-8) is invalid_client (401), not a 500."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as error:
+        raise InvalidClientError(status_code=401, description="Malformed HTTP Basic credentials.") from error
+
+
 def register(server) -> None:
+    server.register_client_auth_method("client_secret_basic", client_secret_basic)
     for method in ("client_secret_jwt", "private_key_jwt"):
         server.register_client_auth_method(method, ClientAssertion(method))

@@ -14,7 +14,8 @@ import hashlib
 import time
 
 from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidScopeError, UnauthorizedClientError, scope_to_list
+from authlib.oauth2.rfc6749 import (InvalidGrantError, InvalidRequestError, InvalidScopeError, UnauthorizedClientError,
+                                    scope_to_list)
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
 from authlib.oauth2.rfc8628.models import DeviceCredentialDict
 
@@ -24,6 +25,7 @@ from .grant_types import TOKEN_ENDPOINT_AUTH_METHODS, _principal
 
 EXPIRES_IN = 600
 INTERVAL = 5
+GRACE = 300
 DEVICE, USER_CODE, POLL = "device", "device_user_code", "device_poll"
 _ALPHABET = set("BCDFGHJKLMNPQRSTVWXZ")
 
@@ -71,7 +73,8 @@ class DeviceAuthorization(DeviceAuthorizationEndpoint):
         store = runtime().store
         record = {"client_id": client_id, "scope": scope or "", "user_code": data["user_code"],
                   "expires_at": time.time() + EXPIRES_IN, "status": "pending"}
-        store.put(DEVICE, _digest(data["device_code"]), record, EXPIRES_IN)
+        # Kept past expiry so a late poll hears expired_token, not "unknown code".
+        store.put(DEVICE, _digest(data["device_code"]), record, EXPIRES_IN + GRACE)
         store.put(USER_CODE, normalize_user_code(data["user_code"]), {"device": _digest(data["device_code"])},
                   EXPIRES_IN)
 
@@ -100,6 +103,22 @@ def decide(device_key: str, record: dict, approved: bool, login=None) -> None:
 
 class DeviceCode(DeviceCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
+
+    def validate_token_request(self):
+        """§3.4-3.5 as Authlib's, with RFC 6749 §5.2's invalid_grant for a device
+        code that is unknown, used, or issued to another client."""
+        device_code = self.request.payload.data.get("device_code")
+        if not device_code:
+            raise InvalidRequestError("Missing 'device_code' in payload")
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not authorized to use 'grant_type={self.GRANT_TYPE}'")
+        credential = self.query_device_credential(device_code)
+        if not credential or credential.get_client_id() != client.get_client_id():
+            raise InvalidGrantError("The device code is unknown, used, or not this client's.")
+        self.request.client = client
+        self.request.user = self.validate_device_credential(credential)
+        self.request.credential = credential
 
     def query_device_credential(self, device_code):
         if not device_code or len(device_code) > 200:

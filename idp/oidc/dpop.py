@@ -24,6 +24,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import g, request
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jws import JWSRegistry
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from ..extensions import runtime
@@ -34,6 +35,9 @@ SKEW = 60
 NONCE_WINDOW = 300
 _KEY_TYPES = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+#: A proof's header carries its public key: an RSA key does not fit joserfc's 512-byte default.
+_REGISTRY = JWSRegistry(algorithms=ALGORITHMS)
+_REGISTRY.max_header_length = 4096
 
 
 class InvalidDPoPProofError(OAuth2Error):
@@ -76,7 +80,8 @@ def verify_proof(proof: str, *, method: str, url: str, access_token: str | None 
     if not proof or len(proof) > 8192 or proof.count(".") != 2:
         raise InvalidDPoPProofError("The DPoP proof is not a JWT.")
     try:
-        header = jwt.decode(proof, lambda obj: _proof_key(obj.headers()), algorithms=ALGORITHMS)
+        header = jwt.decode(proof, lambda obj: _proof_key(obj.headers()), algorithms=ALGORITHMS,
+                            registry=_REGISTRY)
     except (JoseError, ValueError, KeyError, TypeError) as error:
         raise InvalidDPoPProofError("The DPoP proof's signature or header is not valid.") from error
     claims, headers = header.claims, header.header

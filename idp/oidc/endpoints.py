@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from authlib.consts import default_json_headers
-from authlib.oauth2.rfc6749 import scope_to_list
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError, scope_to_list
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -81,8 +82,22 @@ def _find_refresh(value: str) -> IssuedToken | None:
     return IssuedToken("refresh_token", record) if record else None
 
 
+class UnsupportedTokenTypeHintError(OAuth2Error):
+    """RFC 7009 §2.2.1, as a 400 (Authlib's class answers 401, a client-auth status)."""
+
+    error = "unsupported_token_type"
+    status_code = 400
+
+
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = [*AUTH_METHODS, "none"]
+
+    def check_params(self, request, client):
+        if "token" not in request.form:
+            raise InvalidRequestError("Missing 'token'.")
+        hint = request.form.get("token_type_hint")
+        if hint and hint not in self.SUPPORTED_TOKEN_TYPES:
+            raise UnsupportedTokenTypeHintError()
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string, token_type_hint)
@@ -103,6 +118,11 @@ class Introspection(IntrospectionEndpoint):
     or meant for them (``aud``); anything else is reported inactive."""
 
     CLIENT_AUTH_METHODS = AUTH_METHODS
+
+    def check_params(self, request, client):
+        # RFC 7662 §2.1: the hint is only a hint; an unknown one is ignored.
+        if "token" not in request.form:
+            raise InvalidRequestError("Missing 'token'.")
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string, token_type_hint)

@@ -191,6 +191,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         }, CODE_TOMBSTONE_TTL)
 
     def query_authorization_code(self, code, client):
+        if client.meta("dpop_bound_access_tokens") and not dpop.current_jkt():
+            # Refuse before the code is spent, so a retry with a proof can still work.
+            raise dpop.InvalidDPoPProofError("This client must use DPoP.")
         consumed = runtime().store.consume("code", _code_key(code))
         if consumed is None:
             return None
@@ -221,7 +224,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_token(self, token):
         session = db_session()
         tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl)
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         session.commit()
 
 

@@ -21,6 +21,7 @@ from werkzeug.datastructures import MultiDict
 
 from ..extensions import runtime
 from .endpoints import AUTH_METHODS
+from .errors import safe
 
 URN_PREFIX = "urn:ietf:params:oauth:request_uri:"
 EXPIRES_IN = 60
@@ -79,5 +80,5 @@ def resolve(params: MultiDict) -> MultiDict:
         if name in ("request_uri", "client_id"):
             continue
         if params.getlist(name) != pushed.getlist(name):
-            raise InvalidRequestError(f"'{name}' differs from the pushed authorization request.")
+            raise InvalidRequestError(safe(f"'{name}' differs from the pushed authorization request."))
     return pushed

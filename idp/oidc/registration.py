@@ -27,7 +27,8 @@ from joserfc.jwk import KeySet
 from ..clients import metadata as client_metadata
 from ..clients import service as clients
 from ..clients.models import Client
-from ..extensions import db_session, runtime
+from ..extensions import db_session, origin, runtime
+from .errors import safe
 
 NO_STORE = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 _SERVER_FIELDS = ("registration_access_token", "registration_client_uri", "client_secret_expires_at",
@@ -71,7 +72,7 @@ def _validated(data: dict) -> dict:
         return client_metadata.validate(data)
     except client_metadata.ClientMetadataError as error:
         cls = InvalidRedirectURIError if error.code == "invalid_redirect_uri" else InvalidClientMetadataError
-        raise cls(str(error)) from error
+        raise cls(safe(str(error))) from error
 
 
 def _response_body(client: Client, secret: str | None, registration_token: str | None) -> dict:
@@ -97,9 +98,9 @@ def register():
         try:
             client, secret, registration_token = clients.register(
                 db_session(), metadata, product_id=initial.product_id if initial else None,
-                cipher=runtime().cipher)
+                cipher=runtime().cipher, actor="dynamic_registration", origin=origin())
         except clients.InvalidClientMetadataError as error:
-            raise InvalidClientMetadataError(str(error)) from error
+            raise InvalidClientMetadataError(safe(str(error))) from error
     except OAuth2Error as error:
         return error()
     return 201, _response_body(client, secret, registration_token), NO_STORE
@@ -108,7 +109,7 @@ def register():
 def configure(client_id: str):
     """GET/PUT/DELETE /register/<client_id> (RFC 7592) → (status, body, headers)."""
     try:
-        client = db_session().get(Client, client_id)
+        client = clients.find(db_session(), client_id)
         token = _bearer()
         # §2: an unknown client or a wrong token is 401, so nobody learns which ids exist.
         if not token or not clients.check_registration_token(client, token):
@@ -116,7 +117,7 @@ def configure(client_id: str):
         if flask_request.method == "GET":
             return 200, _response_body(client, None, None), NO_STORE
         if flask_request.method == "DELETE":
-            clients.delete(db_session(), client)
+            clients.delete(db_session(), client, actor=f"client:{client.client_id}", origin=origin())
             return 204, "", [("Cache-Control", "no-store")]
         data = _json_body()
         if any(name in data for name in _SERVER_FIELDS):
@@ -130,7 +131,7 @@ def configure(client_id: str):
         try:
             clients.update_registration(db_session(), client, metadata, runtime().cipher)
         except clients.InvalidClientMetadataError as error:
-            raise InvalidClientMetadataError(str(error)) from error
+            raise InvalidClientMetadataError(safe(str(error))) from error
     except OAuth2Error as error:
         return error()
     return 200, _response_body(client, None, None), NO_STORE

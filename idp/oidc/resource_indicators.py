@@ -15,6 +15,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import g
 
 from ..extensions import runtime
+from .errors import safe
 
 
 class InvalidTargetError(OAuth2Error):
@@ -31,11 +32,14 @@ def audience_for(request, client) -> list[str]:
     if not resources:
         return [runtime().settings.issuer]
     for resource in resources:
-        parts = urlsplit(resource)
+        try:
+            parts = urlsplit(resource)
+        except ValueError as error:
+            raise InvalidTargetError("A resource is not a valid URI.") from error
         if not parts.scheme or not parts.netloc or parts.fragment or "#" in resource:
-            raise InvalidTargetError(f"'{resource}' is not an absolute URI without a fragment.")
+            raise InvalidTargetError(safe(f"'{resource}' is not an absolute URI without a fragment."))
         if resource not in allowed_resources(client):
-            raise InvalidTargetError(f"The client may not ask for tokens for '{resource}'.")
+            raise InvalidTargetError(safe(f"The client may not ask for tokens for '{resource}'."))
     return list(dict.fromkeys(resources))
 
 

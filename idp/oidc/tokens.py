@@ -24,6 +24,7 @@ from ..security import hasher, new_secret
 from ..audit import service as audit
 from ..extensions import origin
 from ..storage.db import utcnow
+from .. import observability
 from . import dpop
 
 ACCESS_TOKEN_ALG = "ES256"
@@ -133,6 +134,7 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
         identity_id=principal.identity.id if principal else None, scope=token.get("scope", ""),
         expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
     ))
+    observability.TOKENS.labels(grant_type or "unknown").inc()
     audit.record(session, "token.issued", actor=f"client:{client.get_client_id()}",
                  subject=principal.identity.id if principal else None, client_id=client.get_client_id(),
                  reason=grant_type, origin=origin(), with_refresh=bool(token.get("refresh_token")))

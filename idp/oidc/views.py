@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..extensions import runtime
 from . import authorize as flow
+from ..policies import rate_limits
 from . import dpop, par, registration
 from .discovery import metadata
 
@@ -36,9 +37,21 @@ def resume(interaction_id):
     return flow.handle(flow.interaction_params(data), data, interaction_id)
 
 
+def _client_key() -> str:
+    """Who is calling the token endpoint, for its rate limit: the client id if
+    it says one (Basic or form), else the IP."""
+    auth = request.authorization
+    if auth is not None and auth.type == "basic" and auth.username:
+        return f"client:{auth.username[:100]}"
+    if request.form.get("client_id"):
+        return f"client:{request.form['client_id'][:100]}"
+    return f"ip:{request.remote_addr}"
+
+
 @bp.post("/token")
 def token():
     server = current_app.extensions["authlib.server"]
+    rate_limits.hit("token", _client_key())
     try:
         dpop.check_token_request()
     except OAuth2Error as error:
@@ -67,6 +80,7 @@ def device_authorization():
 
 @bp.post("/register")
 def register():
+    rate_limits.hit("register", request.remote_addr or "-")
     server = current_app.extensions["authlib.server"]
     return server.handle_response(*registration.register())
 

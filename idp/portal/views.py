@@ -14,6 +14,7 @@ previous secret keeps working for ``settings.secret_rotation_overlap`` seconds.
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 from flask_babel import format_datetime, format_timedelta
@@ -25,7 +26,7 @@ from ..account.views import signed_in
 from ..clients import metadata as client_metadata
 from ..clients import service as clients
 from ..clients.models import Client, ClientOwner
-from ..extensions import db_session, runtime
+from ..extensions import db_session, origin, runtime
 from ..identities import service as identities
 from ..identities.models import Identity
 from ..storage.db import utcnow
@@ -69,9 +70,29 @@ def _lines(name: str) -> list[str]:
     return [line.strip() for line in request.form.get(name, "").splitlines() if line.strip()]
 
 
+def _control(value: str) -> bool:
+    """Control characters (NUL above all, which PostgreSQL text cannot hold) never belong in these fields."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def _unparseable(uris: list[str]) -> list[str]:
+    """Messages for URIs urlsplit cannot even parse (e.g. a broken IPv6 literal) or with
+    control characters, which the shared validator does not catch yet."""
+    errors = []
+    for uri in uris:
+        try:
+            urlsplit(uri)
+        except ValueError:
+            errors.append(_("'%(uri)s' is not a valid URI.", uri=uri))
+            continue
+        if _control(uri):
+            errors.append(_("'%(uri)s' is not a valid URI.", uri=uri.encode("unicode_escape").decode()))
+    return errors
+
+
 def _owned(client_id: str) -> Client:
     """The app, if the signed-in person owns it; 404 if there is none, else 403."""
-    client = db_session().get(Client, client_id)
+    client = None if _control(client_id) else db_session().get(Client, client_id)
     if client is None:
         abort(404, description=_("There is no such app. It may have been deleted."))
     if not clients.is_owner(db_session(), client.client_id, g.identity.id):
@@ -86,15 +107,20 @@ def _owner_emails(client: Client) -> list[str]:
     return list(rows.scalars())
 
 
-def _overlap_text(seconds: int) -> str:
-    return format_timedelta(dt.timedelta(seconds=seconds), threshold=1, add_direction=False)
+def _overlap_text(seconds: int) -> str | None:
+    """The overlap in words, exact ("90 minutes", not a rounded "2 hours"); None for none."""
+    if seconds <= 0:
+        return None
+    unit = next(u for u in (86400, 3600, 60, 1) if seconds % u == 0)
+    # Babel uses the largest unit whose count reaches ``threshold``: the exact unit's count.
+    return format_timedelta(dt.timedelta(seconds=seconds), threshold=seconds / unit, add_direction=False)
 
 
 def _previous_secret_until(client: Client) -> str | None:
     expires = client.previous_secret_expires_at
     if expires is None or expires <= utcnow():
         return None
-    return format_datetime(expires, "medium")
+    return format_datetime(expires, "long")  # with the time zone
 
 
 @bp.get("/")
@@ -120,10 +146,13 @@ def create():
         errors.append(_("Choose what kind of app this is."))
     if not name:
         errors.append(_("Give the app a name; people see it when they sign in."))
+    elif _control(name):
+        errors.append(_("The name must not contain control characters."))
     if kind == "m2m" and (redirect_uris or logout_uris):
         errors.append(_("Machine-to-machine apps have no redirect URIs. Leave those fields empty."))
     elif kind in KINDS and kind != "m2m" and not redirect_uris:
         errors.append(_("Enter at least one redirect URI, one per line."))
+    errors += _unparseable(redirect_uris + logout_uris)
     client = secret = None
     if not errors:
         data = {**KINDS[kind][2], "client_name": name, "redirect_uris": redirect_uris,
@@ -132,7 +161,7 @@ def create():
             metadata = client_metadata.validate(data)
             client, secret, _token = clients.register(db_session(), metadata, product_id=None,
                                                       cipher=runtime().cipher, owner_id=g.identity.id,
-                                                      with_registration_token=False)
+                                                      with_registration_token=False, origin=origin())
         except (client_metadata.ClientMetadataError, clients.InvalidClientMetadataError) as error:
             db_session().rollback()
             errors.append(str(error))
@@ -171,6 +200,9 @@ def edit_uris(client_id):
     if not redirect_uris:
         return _show(client, errors=[_("Enter at least one redirect URI, one per line.")], uri_form=uri_form,
                      status=400)
+    broken = _unparseable(redirect_uris + logout_uris)
+    if broken:
+        return _show(client, errors=broken, uri_form=uri_form, status=400)
     # Everything else stays as registered; RFC 7592 updates are full replacements.
     data = {**client_metadata.describe(client), "redirect_uris": redirect_uris,
             "post_logout_redirect_uris": logout_uris}
@@ -193,7 +225,7 @@ def rotate(client_id):
         db_session().rollback()
         return _show(client, errors=[_("This app has no secret to rotate.")], status=400)
     return render_template("portal/secret.html", client=client, secret=secret, kind=kind_of(client), kinds=KINDS,
-                           created=False, overlap=_overlap_text(overlap) if overlap > 0 else None,
+                           created=False, overlap=_overlap_text(overlap),
                            previous_until=_previous_secret_until(client))
 
 
@@ -202,6 +234,8 @@ def rotate(client_id):
 def share(client_id):
     client = _owned(client_id)
     email = request.form.get("email", "").strip()
+    if _control(email):
+        return _show(client, share_errors=[_("Enter a valid e-mail address.")], status=400)
     identity = identities.find_by_email(db_session(), email) if email else None
     if not email:
         return _show(client, share_errors=[_("Enter the e-mail address of the person to share with.")], status=400)
@@ -219,5 +253,5 @@ def delete(client_id):
     client = _owned(client_id)
     if request.method == "GET":
         return render_template("portal/delete.html", client=client)
-    clients.delete(db_session(), client)  # revokes its tokens first
+    clients.delete(db_session(), client, actor=g.identity.id, origin=origin())  # revokes its tokens first
     return redirect(url_for("portal.index", deleted=1))

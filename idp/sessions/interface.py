@@ -13,10 +13,16 @@ import hashlib
 import secrets
 
 from flask.sessions import SessionInterface, SessionMixin
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
 from werkzeug.datastructures import CallbackDict
+
+STORE_ERRORS = (RedisError, OperationalError)
 
 
 class ServerSession(CallbackDict, SessionMixin):
+    unavailable = False
+
     def __init__(self, initial=None, sid: str | None = None):
         def on_update(session):
             session.modified = True
@@ -47,7 +53,14 @@ class ServerSessionInterface(SessionInterface):
     def open_session(self, app, request):
         sid = request.cookies.get(self.get_cookie_name(app))
         if sid and len(sid) < 100:
-            data = self._store().get(self.kind, _digest(sid))
+            try:
+                data = self._store().get(self.kind, _digest(sid))
+            except STORE_ERRORS:
+                # The store is down: say so (503) rather than treat the person
+                # as signed out and let them start a login that cannot finish.
+                session = ServerSession()
+                session.unavailable = True
+                return session
             if data is not None:
                 return ServerSession(data, sid=sid)
         return ServerSession()
@@ -55,6 +68,17 @@ class ServerSessionInterface(SessionInterface):
     def save_session(self, app, session: ServerSession, response):
         name = self.get_cookie_name(app)
         store = self._store()
+        try:
+            self._save(app, session, response, store, name)
+        except STORE_ERRORS:
+            # Nothing was stored, so the response must not pretend otherwise.
+            response.status_code = 503
+            response.headers["Retry-After"] = "5"
+            response.headers.pop("Location", None)
+            response.set_data(b"Service briefly unavailable; retry shortly.")
+            response.mimetype = "text/plain"
+
+    def _save(self, app, session, response, store, name):
         if session.previous_sid:
             store.delete(self.kind, _digest(session.previous_sid))
         if not session:

@@ -10,6 +10,9 @@
   var latest = 0;
 
   function render(items) {
+    // The "showing the most recent" hint describes the unfiltered list only.
+    var hint = document.querySelector(".hint");
+    if (hint) { hint.hidden = input.value.length > 0; }
     list.textContent = "";
     if (!items.length) {
       list.appendChild(document.getElementById("agreement-empty-template").content.cloneNode(true));

@@ -87,6 +87,10 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if url.startswith("postgresql+psycopg"):
+            # No server-side prepared statements: their generic plans guess "a few
+            # memberships per person", which is badly wrong for a bookkeeper.
+            kwargs["connect_args"] = {"prepare_threshold": None}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 

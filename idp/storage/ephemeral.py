@@ -41,6 +41,7 @@ class EphemeralStore(Protocol):
     def consume(self, kind: str, ident: str) -> Consumed | None: ...
     def delete(self, kind: str, ident: str) -> None: ...
     def incr(self, kind: str, ident: str, ttl: int) -> int: ...
+    def count(self, kind: str, ident: str) -> int: ...
     def ping(self) -> bool: ...
 
 
@@ -105,6 +106,13 @@ class SQLStore:
                 row.value = str(count)
             return count
 
+    def count(self, kind, ident):
+        with self._factory() as session:
+            row = session.get(EphemeralEntry, key(kind, ident))
+            if row is None or row.expires_at <= utcnow():
+                return 0
+            return int(row.value)
+
     def purge_expired(self) -> int:
         with self._factory.begin() as session:
             return session.execute(delete(EphemeralEntry).where(EphemeralEntry.expires_at <= utcnow())).rowcount
@@ -159,6 +167,10 @@ class RedisStore:
         pipe.expire(k, ttl, nx=True)
         count, _ = pipe.execute()
         return int(count)
+
+    def count(self, kind, ident):
+        raw = self._redis.get(self._k(kind, ident))
+        return int(raw) if raw is not None else 0
 
     def ping(self):
         return bool(self._redis.ping())

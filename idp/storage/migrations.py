@@ -13,6 +13,11 @@ from ..settings import PROJECT_ROOT
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
+#: Indexes only PostgreSQL has (trigram search); the models leave them out, so
+#: comparing models with the schema ignores them.
+POSTGRES_ONLY_INDEXES = ("ix_agreements_name_trgm", "ix_agreements_number_pattern", "ix_memberships_identity_recent")
+
+
 class SchemaOutOfDateError(RuntimeError):
     pass
 

@@ -1,0 +1,1 @@
+"""Blueprint "agreement_admin": superuser pages per agreement, activation and invitations."""

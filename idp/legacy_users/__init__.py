@@ -1,0 +1,1 @@
+"""Legacy users: agreement usernames and passwords from before the Connect login."""

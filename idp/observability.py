@@ -1,0 +1,90 @@
+"""Request ids, structured JSON logs and Prometheus metrics.
+
+Every request gets an id (the caller's X-Request-ID when it is sane, else a new
+one), echoed in the response and in every log line of that request. With JSON
+logs on, each line is one JSON object. /metrics serves Prometheus text; under
+gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR so they add up
+(prometheus_client's multiprocess mode). Keep /metrics behind the proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+
+from flask import Flask, Response, g, has_request_context, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+REQUESTS = Counter("idp_http_requests_total", "HTTP requests by endpoint, method and status.",
+                   ["endpoint", "method", "status"])
+LATENCY = Histogram("idp_http_request_duration_seconds", "Request latency by endpoint.", ["endpoint"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+LOGINS = Counter("idp_logins_total", "Sign-in attempts by result.", ["result"])
+TOKENS = Counter("idp_tokens_issued_total", "Token responses by grant type.", ["grant_type"])
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        if has_request_context():
+            line.update(request_id=getattr(g, "request_id", None), method=request.method, path=request.path)
+        for key in ("status", "duration_ms", "endpoint"):
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging(json_logs: bool) -> None:
+    if not json_logs:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def metrics_registry() -> CollectorRegistry:
+    import os
+
+    from prometheus_client import REGISTRY, multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def init_app(app: Flask) -> None:
+    access_log = logging.getLogger("idp.access")
+
+    @app.before_request
+    def _start():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        LATENCY.labels(endpoint).observe(elapsed)
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        access_log.info("%s %s %s", request.method, request.path, response.status_code,
+                        extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+                               "endpoint": endpoint})
+        return response
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
