@@ -223,6 +223,20 @@ def _register_handlers(app: Flask) -> None:
         return render_template("errors/error.html", title=error.name,
                                message=error.description if error.code < 500 else ""), error.code
 
+    @app.errorhandler(ValueError)
+    def _value_error(error: ValueError):
+        # Authlib quotes request values in some error descriptions and refuses
+        # (ValueError) characters RFC 6749 §5.2 forbids there: that is still
+        # the caller's bad input, so a 400 in the protocol's shape, not a 500.
+        if "Error description contains forbidden characters" not in str(error):
+            return _unexpected(error)
+        runtime().db.session.rollback()
+        if _wants_json():
+            return jsonify(error="invalid_request",
+                           error_description="The request contains characters that are not allowed."), 400
+        return render_template("errors/oauth.html", error="invalid_request",
+                               description="The request contains characters that are not allowed."), 400
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         app.logger.exception("unhandled error on %s %s", request.method, request.path)

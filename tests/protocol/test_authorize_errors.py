@@ -207,3 +207,18 @@ def test_resume_after_completion_is_not_a_second_code(client, factory):
     again = client.get(resume)
     assert again.status_code == 400
     assert again.location is None
+
+
+def test_values_authlib_would_quote_with_forbidden_characters_are_400_not_500(client, factory):
+    # RFC 6749 §5.2 limits error_description to printable ASCII; Authlib quotes
+    # response_type, redirect_uri and grant_type there and raises on anything else.
+    rp = make_rp(client, factory)
+    response = client.get("/authorize?" + urlencode({"client_id": rp.client_id, "redirect_uri": rp.redirect_uri,
+                                                     "response_type": "c\u00f8de", "scope": "openid"}))
+    assert response.status_code == 400 and response.location is None
+    response = client.get("/authorize?" + urlencode({"client_id": rp.client_id, "response_type": "code",
+                                                     "redirect_uri": "https://rp.example/\u00e6", "scope": "openid"}))
+    assert response.status_code == 400 and response.location is None
+    response = client.post("/token", data={"grant_type": "\u00e6bler"})
+    assert response.status_code == 400
+    assert response.get_json()["error"] in ("invalid_request", "unsupported_grant_type")
