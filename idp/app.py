@@ -10,7 +10,8 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.exceptions import HTTPException
 
 from . import mail, observability, security
@@ -68,7 +69,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
 
     babel.init_app(app, locale_selector=_select_locale)
+
+    @app.before_request
+    def _session_store_available():
+        # Before the CSRF check, which would otherwise call a form "expired"
+        # when in truth the session store is down (503, not 400).
+        if getattr(session, "unavailable", False):
+            raise RedisError("session store unavailable")
+
     csrf.init_app(app)
+    if settings.trusted_proxies:
+        # Behind N proxies, the client's address is the Nth from the right of X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
     with app.app_context():
         server, protector = oidc_server.build(app)
     app.extensions["authlib.server"] = server
@@ -137,6 +149,17 @@ def _register_blueprints(app: Flask) -> None:
         return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
 
 
+def _rollback() -> None:
+    """Roll back the request's transaction, even when its connection is gone."""
+    try:
+        runtime().db.session.rollback()
+    except DBAPIError:
+        try:
+            runtime().db.session().invalidate()
+        except DBAPIError:
+            pass
+
+
 def _wants_json() -> bool:
     return request.path.startswith(API_PREFIXES)
 
@@ -145,11 +168,6 @@ def _register_handlers(app: Flask) -> None:
     @app.context_processor
     def _template_helpers():
         return {"current_locale": lambda: str(get_locale())}
-
-    @app.before_request
-    def _session_store_available():
-        if getattr(session, "unavailable", False):
-            raise RedisError("session store unavailable")
 
     @app.before_request
     def _ui_locales():
@@ -173,7 +191,12 @@ def _register_handlers(app: Flask) -> None:
 
     @app.teardown_appcontext
     def _remove_session(_exc):
-        runtime().db.remove()
+        try:
+            runtime().db.remove()
+        except DBAPIError:
+            # The connection died after the request's work was done; the pool
+            # drops it, and the response already sent stays correct.
+            app.logger.warning("database connection lost while ending a request")
 
     @app.errorhandler(RateLimitedError)
     def _rate_limited(error: RateLimitedError):
@@ -189,7 +212,7 @@ def _register_handlers(app: Flask) -> None:
         # A store or database outage is temporary and says so: 503 with
         # Retry-After, never a 500 and never an unsafe fallback.
         app.logger.error("dependency unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
-        runtime().db.session.rollback()
+        _rollback()
         headers = {"Retry-After": "5"}
         if _wants_json():
             return jsonify(error="temporarily_unavailable",
@@ -201,7 +224,7 @@ def _register_handlers(app: Flask) -> None:
     def _bad_value(error):
         # A value the database refuses (e.g. a NUL byte for PostgreSQL) is the
         # caller's mistake: 400, and nothing half-written.
-        runtime().db.session.rollback()
+        _rollback()
         if _wants_json():
             return jsonify(error="invalid_request", error_description="A parameter holds an invalid value."), 400
         return render_template("errors/error.html", title=_("Invalid request"),
@@ -230,7 +253,7 @@ def _register_handlers(app: Flask) -> None:
         # the caller's bad input, so a 400 in the protocol's shape, not a 500.
         if "Error description contains forbidden characters" not in str(error):
             return _unexpected(error)
-        runtime().db.session.rollback()
+        _rollback()
         if _wants_json():
             return jsonify(error="invalid_request",
                            error_description="The request contains characters that are not allowed."), 400
@@ -240,7 +263,7 @@ def _register_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        runtime().db.session.rollback()
+        _rollback()
         if _wants_json():
             return jsonify(error="server_error", error_description="Internal error"), 500
         return render_template("errors/error.html", title=_("Something went wrong"),

@@ -78,6 +78,8 @@ class Settings:
     software_statement_jwks: str = ""
     #: Seconds an old client secret keeps working after a rotation.
     secret_rotation_overlap: int = 24 * 3600
+    #: How many reverse proxies in front set X-Forwarded-For/-Proto (0: trust none).
+    trusted_proxies: int = 0
     #: One JSON object per log line (default in production).
     log_json: bool = False
     #: Multiplies every request rate limit (policies/rate_limits.py); 0 turns them off.
@@ -179,6 +181,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         rate_limit_factor=float(get("RATE_LIMIT_FACTOR", defaults.rate_limit_factor)),
         log_json=_bool(get("LOG_JSON", "true" if mode == "production" else "false")),
         keys_reload_interval=int(get("KEYS_RELOAD_INTERVAL", defaults.keys_reload_interval)),
+        trusted_proxies=int(get("TRUSTED_PROXIES", defaults.trusted_proxies)),
         login_ip_lock_after=int(get("LOGIN_IP_LOCK_AFTER", defaults.login_ip_lock_after)),
         software_statement_jwks=_read_optional(get("SOFTWARE_STATEMENT_JWKS", "")),
         secret_rotation_overlap=int(get("SECRET_ROTATION_OVERLAP", defaults.secret_rotation_overlap)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749 import list_to_scope, scope_to_list
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import service as audit
@@ -23,6 +24,15 @@ SCOPE_DESCRIPTIONS = {
 
 def remember(session: Session, identity_id: str, client_id: str, scope: str, origin=None) -> Grant:
     """Add ``scope`` to what the identity granted the client; commits."""
+    try:
+        return _remember(session, identity_id, client_id, scope, origin)
+    except IntegrityError:
+        # The same person consented in another tab at the same moment: merge into theirs.
+        session.rollback()
+        return _remember(session, identity_id, client_id, scope, origin)
+
+
+def _remember(session: Session, identity_id: str, client_id: str, scope: str, origin) -> Grant:
     grant = session.execute(
         select(Grant).where(Grant.identity_id == identity_id, Grant.client_id == client_id)
     ).scalar_one_or_none()

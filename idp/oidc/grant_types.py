@@ -24,6 +24,7 @@ TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "cli
 #: How long a consumed code's tombstone is kept, so a late replay still revokes
 #: what the first redemption issued (RFC 6749 §4.1.2 caps code life at 10 minutes).
 CODE_TOMBSTONE_TTL = 600
+REPLAYED = "code_replayed"
 
 
 def _code_key(code: str) -> str:
@@ -201,6 +202,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             # "If an authorization code is used more than once, the authorization
             # server MUST deny the request and SHOULD revoke (when possible) all
             # tokens previously issued based on that authorization code." §4.1.2
+            # The first redemption may still be writing its tokens: the marker
+            # tells it to revoke them once committed (see save_token).
+            runtime().store.put(REPLAYED, consumed.value["family_id"], {"at": time.time()}, CODE_TOMBSTONE_TTL)
             tokens.revoke_family(db_session(), consumed.value["family_id"], "code_reuse")
             return None
         if consumed.value["client_id"] != client.client_id or consumed.value["expires_at"] < time.time():
@@ -223,9 +227,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
     def save_token(self, token):
         session = db_session()
+        family_id = self.request.user.family_id
         tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         session.commit()
+        if runtime().store.get(REPLAYED, family_id) is not None:
+            # A replay arrived while we were issuing: the response still goes
+            # out (the code was good), but what it carries is revoked at once.
+            tokens.revoke_family(session, family_id, "code_reuse")
 
 
 def family_context(family) -> dict:

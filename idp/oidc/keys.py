@@ -15,10 +15,12 @@ so a rotation done by the CLI reaches every replica within
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +96,26 @@ def load_directory(directory: Path) -> list[SigningKey]:
     return keys
 
 
+@contextmanager
+def _locked(directory: Path):
+    """One process at a time creates or rotates keys: replicas and workers
+    starting together on an empty directory must not each make "active" keys."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def generate(directory: Path) -> list[SigningKey]:
     """Ensure one active and one next key per algorithm; return what was created."""
+    with _locked(directory):
+        return _generate_missing(directory)
+
+
+def _generate_missing(directory: Path) -> list[SigningKey]:
     existing = load_directory(directory)
     created = []
     for alg in ALGORITHMS:
@@ -110,7 +130,12 @@ def generate(directory: Path) -> list[SigningKey]:
 
 def rotate(directory: Path) -> list[SigningKey]:
     """Retire the active keys, activate the next ones, and create new next keys."""
-    generate(directory)
+    with _locked(directory):
+        return _rotate(directory)
+
+
+def _rotate(directory: Path) -> list[SigningKey]:
+    _generate_missing(directory)
     now = int(time.time())
     changed = []
     for signing_key in load_directory(directory):
@@ -122,7 +147,7 @@ def rotate(directory: Path) -> list[SigningKey]:
             continue
         _write(directory, signing_key)
         changed.append(signing_key)
-    changed += generate(directory)
+    changed += _generate_missing(directory)
     return changed
 
 
@@ -159,8 +184,14 @@ class KeyRing:
             return None
 
     def _load(self) -> None:
+        # Stamp first: a file written while we read is then seen at the next check.
+        stamp = self._directory_stamp()
         keys = load_directory(self.directory)
-        active = {k.alg: k for k in keys if k.state == "active"}
+        active: dict[str, SigningKey] = {}
+        # Should a directory ever hold two active keys of one algorithm, every
+        # process picks the same one (the oldest).
+        for k in sorted((k for k in keys if k.state == "active"), key=lambda k: (k.created_at, k.kid)):
+            active.setdefault(k.alg, k)
         missing = [alg for alg in ALGORITHMS if alg not in active]
         if missing:
             raise KeysError(f"no active {', '.join(missing)} key in {self.directory}: run `idp keys generate`")
@@ -173,7 +204,7 @@ class KeyRing:
         self._signing = {alg: KeySet([k.key]) for alg, k in active.items()}
         self._jwks = {"keys": [k.key.as_dict(private=False) for k in published]}
         self._public = KeySet([type(k.key).import_key(k.key.as_dict(private=False)) for k in published])
-        self._stamp = self._directory_stamp()
+        self._stamp = stamp
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()

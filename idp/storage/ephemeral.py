@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import Boolean, String, Text, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, Database, UTCDateTime, utcnow
@@ -63,10 +65,22 @@ class SQLStore:
     def __init__(self, database: Database):
         self._factory = database.session_factory
 
+    def _retrying(self, work):
+        # Two first writes of one key race to INSERT; the loser's IntegrityError
+        # means the row exists now, so doing the work again updates it instead.
+        for attempt in range(3):
+            try:
+                with self._factory.begin() as session:
+                    return work(session)
+            except (IntegrityError, StaleDataError):
+                # (StaleDataError: the row was deleted between our read and our update.)
+                if attempt == 2:
+                    raise
+
     def put(self, kind, ident, value, ttl):
         expires = utcnow() + dt.timedelta(seconds=ttl)
-        with self._factory.begin() as session:
-            session.merge(EphemeralEntry(key=key(kind, ident), value=json.dumps(value), expires_at=expires, consumed=False))
+        self._retrying(lambda session: session.merge(
+            EphemeralEntry(key=key(kind, ident), value=json.dumps(value), expires_at=expires, consumed=False)))
 
     def get(self, kind, ident):
         with self._factory() as session:
@@ -96,15 +110,21 @@ class SQLStore:
 
     def incr(self, kind, ident, ttl):
         k = key(kind, ident)
-        with self._factory.begin() as session:
+
+        def work(session):
             row = session.get(EphemeralEntry, k, with_for_update=True)
-            if row is None or row.expires_at <= utcnow():
-                count = 1
-                session.merge(EphemeralEntry(key=k, value="1", expires_at=utcnow() + dt.timedelta(seconds=ttl), consumed=False))
-            else:
-                count = int(row.value) + 1
-                row.value = str(count)
-            return count
+            expires = utcnow() + dt.timedelta(seconds=ttl)
+            if row is None:
+                session.add(EphemeralEntry(key=k, value="1", expires_at=expires, consumed=False))
+                session.flush()
+                return 1
+            if row.expires_at <= utcnow():
+                row.value, row.expires_at, row.consumed = "1", expires, False
+                return 1
+            row.value = str(int(row.value) + 1)
+            return int(row.value)
+
+        return self._retrying(work)
 
     def count(self, kind, ident):
         with self._factory() as session:

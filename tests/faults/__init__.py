@@ -1,0 +1,1 @@
+"""Concurrency and fault tests (issue 10): races, Redis/PostgreSQL outages, killed workers, scale-out."""
