@@ -101,7 +101,9 @@ def _locked(directory: Path):
     """One process at a time creates or rotates keys: replicas and workers
     starting together on an empty directory must not each make "active" keys."""
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a") as handle:
+    # Private like everything else in the key directory (production checks it).
+    descriptor = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
