@@ -50,6 +50,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import flows  # noqa: E402  (bench/flows.py)
+import pyspy_summary  # noqa: E402  (bench/pyspy_summary.py)
 
 from idp import __file__ as _idp_file  # noqa: E402
 
@@ -633,44 +634,7 @@ def profile(server: Ours, load_: Load, scenario: Scenario, context: dict, second
     spy[0].wait(60)
     if not raw.exists():
         return [f"py-spy failed: {spy[0].stderr.read().decode(errors='replace')[-500:]}"]
-    return [f"collapsed stacks: {raw}", *summarize_collapsed(raw)]
-
-
-def summarize_collapsed(raw: Path, top: int = 25) -> list[str]:
-    inclusive, own, total = Counter(), Counter(), 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [f for f in stack.split(";") if f and not f.startswith("process ")]
-        # Idle workers wait in select/accept/poll: not CPU the request path spends.
-        if frames and any(k in frames[-1] for k in ("select (", "accept (", "poll (", "wait (", "sleep (")):
-            continue
-        total += n
-        for name in {simplify(f) for f in frames}:
-            inclusive[name] += n
-        if frames:
-            own[simplify(frames[-1])] += n
-    lines = [f"{total} busy samples; inclusive % (self %) by function:"]
-    for name, n in inclusive.most_common(top * 3):
-        lines.append(f"{100 * n / total:6.1f}% ({100 * own[name] / total:5.1f}%)  {name}")
-        if len(lines) > top:
-            break
-    lines.append("top self time:")
-    for name, n in own.most_common(top):
-        lines.append(f"{100 * n / total:6.1f}%  {name}")
-    return lines
-
-
-def simplify(frame: str) -> str:
-    # py-spy frames look like "function (path/to/file.py:123)"; keep function and a short path, drop the line.
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-    return f"{name} ({where})"
+    return [f"collapsed stacks: {raw}", *pyspy_summary.summarize(raw)]
 
 
 # -- the report ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .extensions import Runtime, babel, csrf, runtime
 from .identities.passwords import PasswordHasher
 from .oidc import keys as keys_module
 from .oidc import server as oidc_server
+from .oidc.documents import PublicDocuments
 from .policies.rate_limits import RateLimitedError
 from .sessions.interface import ServerSessionInterface
 from .settings import Settings, from_env
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             raise RedisError("session store unavailable")
 
     csrf.init_app(app)
+    app.wsgi_app = PublicDocuments(app.wsgi_app, app.extensions["idp"])
     if settings.trusted_proxies:
         # Behind N proxies, the client's address is the Nth from the right of X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)

@@ -34,7 +34,7 @@ class JsonFormatter(logging.Formatter):
                 "logger": record.name, "message": record.getMessage()}
         if has_request_context():
             line.update(request_id=getattr(g, "request_id", None), method=request.method, path=request.path)
-        for key in ("status", "duration_ms", "endpoint"):
+        for key in ("request_id", "method", "path", "status", "duration_ms", "endpoint"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
         if record.exc_info:
@@ -64,25 +64,37 @@ def metrics_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def init_app(app: Flask) -> None:
-    access_log = logging.getLogger("idp.access")
+_access_log = logging.getLogger("idp.access")
 
+
+def valid_request_id(value: str) -> bool:
+    return bool(value) and _REQUEST_ID.match(value) is not None
+
+
+def count_request(endpoint: str, method: str, status: int, elapsed: float, **extra) -> None:
+    """Metrics and the access log line of one request (also for answers given outside Flask)."""
+    REQUESTS.labels(endpoint, method, str(status)).inc()
+    LATENCY.labels(endpoint).observe(elapsed)
+    if _access_log.isEnabledFor(logging.INFO):
+        path = extra.get("path") or (request.path if has_request_context() else "")
+        _access_log.info("%s %s %s", method, path, status,
+                         extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "endpoint": endpoint,
+                                "method": method, **extra})
+
+
+def init_app(app: Flask) -> None:
     @app.before_request
     def _start():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        g.request_id = incoming if valid_request_id(incoming) else secrets.token_hex(8)
         g.started = time.perf_counter()
 
     @app.after_request
     def _finish(response):
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        LATENCY.labels(endpoint).observe(elapsed)
         response.headers["X-Request-ID"] = getattr(g, "request_id", "")
-        access_log.info("%s %s %s", request.method, request.path, response.status_code,
-                        extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
-                               "endpoint": endpoint})
+        count_request(endpoint, request.method, response.status_code, elapsed)
         return response
 
     @app.get("/metrics")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from .events import EVENTS
+from ..storage.db import utcnow
 from .models import AuditEvent
 
 _SECRET_WORDS = ("password", "secret", "token", "code", "otp")
@@ -24,19 +25,24 @@ class Origin:
 
 def record(session: Session, event: str, *, actor: str | None = None, subject: str | None = None,
            agreement_id: str | None = None, client_id: str | None = None, reason: str | None = None,
-           origin: Origin | None = None, commit: bool = False, **details) -> AuditEvent:
+           origin: Origin | None = None, commit: bool = False, **details) -> None:
     """Add an event to the caller's transaction (commit=True commits it alone)."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}: add it to idp/audit/events.py")
     if any(word in key.lower() for key in details for word in _SECRET_WORDS):
         raise ValueError("audit details must not carry secrets")
     origin = origin or Origin()
-    row = AuditEvent(event=event, actor=actor, subject_id=subject, agreement_id=agreement_id, client_id=client_id,
-                     reason=reason, ip=origin.ip, user_agent=(origin.user_agent or "")[:300] or None, details=details)
-    session.add(row)
+    # A Core INSERT in the caller's transaction (rolled back with it): events are written, never read back
+    # in the same request, and one is recorded for every token issued.
+    session.execute(_INSERT, dict(
+        occurred_at=utcnow(), event=event, actor=actor, subject_id=subject, agreement_id=agreement_id,
+        client_id=client_id, reason=reason, ip=origin.ip, user_agent=(origin.user_agent or "")[:300] or None,
+        details=details))
     if commit:
         session.commit()
-    return row
+
+
+_INSERT = insert(AuditEvent.__table__)
 
 
 def query(session: Session, *, event: str | None = None, subject: str | None = None, agreement_id: str | None = None,

@@ -17,7 +17,9 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Boolean, String, Text, delete, select, update
+from sqlalchemy import Boolean, Integer, String, Text, bindparam, case, cast, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -64,6 +66,8 @@ class SQLStore:
 
     def __init__(self, database: Database):
         self._factory = database.session_factory
+        self._engine = database.engine
+        self._incr = _incr_statement(database.engine.dialect.name)
 
     def _retrying(self, work):
         # Two first writes of one key race to INSERT; the loser's IntegrityError
@@ -109,22 +113,11 @@ class SQLStore:
             session.execute(delete(EphemeralEntry).where(EphemeralEntry.key == key(kind, ident)))
 
     def incr(self, kind, ident, ttl):
-        k = key(kind, ident)
-
-        def work(session):
-            row = session.get(EphemeralEntry, k, with_for_update=True)
-            expires = utcnow() + dt.timedelta(seconds=ttl)
-            if row is None:
-                session.add(EphemeralEntry(key=k, value="1", expires_at=expires, consumed=False))
-                session.flush()
-                return 1
-            if row.expires_at <= utcnow():
-                row.value, row.expires_at, row.consumed = "1", expires, False
-                return 1
-            row.value = str(int(row.value) + 1)
-            return int(row.value)
-
-        return self._retrying(work)
+        now = utcnow()
+        with self._engine.begin() as connection:
+            return int(connection.execute(self._incr, {
+                "counter_key": key(kind, ident), "now": now,
+                "new_expires_at": now + dt.timedelta(seconds=ttl)}).scalar_one())
 
     def count(self, kind, ident):
         with self._factory() as session:
@@ -139,6 +132,22 @@ class SQLStore:
 
     def ping(self):
         return True
+
+
+def _incr_statement(dialect: str):
+    """One upsert for ``incr``: counters sit on hot paths (a rate limit on every token request), and
+    INSERT ... ON CONFLICT DO UPDATE is atomic on SQLite and PostgreSQL without a read first. The SET
+    expressions see the old row, so an expired counter starts again at 1. Built once, executed with binds."""
+    table = EphemeralEntry.__table__
+    insert = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(table).values(
+        key=bindparam("counter_key", type_=String()), value="1",
+        expires_at=bindparam("new_expires_at", type_=UTCDateTime()), consumed=False)
+    expired = table.c.expires_at <= bindparam("now", type_=UTCDateTime())
+    return insert.on_conflict_do_update(index_elements=[table.c.key], set_={
+        "value": case((expired, "1"), else_=cast(cast(table.c.value, Integer) + 1, Text)),
+        "expires_at": case((expired, insert.excluded.expires_at), else_=table.c.expires_at),
+        "consumed": case((expired, False), else_=table.c.consumed),
+    }).returning(table.c.value)
 
 
 class RedisStore:

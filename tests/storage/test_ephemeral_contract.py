@@ -94,3 +94,32 @@ def test_concurrent_consume_has_exactly_one_winner(store):
 def test_incr_counts_within_window(store):
     key = ident()
     assert [store.incr("attempts", key, 60) for _ in range(3)] == [1, 2, 3]
+
+
+def test_incr_starts_again_after_its_window(store):
+    key = ident()
+    assert store.incr("attempts", key, 1) == 1
+    assert store.incr("attempts", key, 1) == 2
+    time.sleep(1.2)
+    # The window is over: counting starts again (a lock-out ends), whether or not the old entry was purged.
+    assert store.incr("attempts", key, 60) == 1
+    assert store.incr("attempts", key, 60) == 2
+
+
+def test_concurrent_incr_hands_out_every_count_once(store):
+    key, results = ident(), []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(20):
+            value = store.incr("attempts", key, 60)
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # A lost update would hand one count to two requests and let the 121st attempt through as the 120th.
+    assert sorted(results) == list(range(1, 121))
