@@ -1,11 +1,12 @@
 """Benchmark: Connect IdP against node-oidc-provider, per server core (issue 9).
 
     python bench/run.py                    # SQLite and PostgreSQL+Redis, 3 rounds x 10 s per scenario, with node
-    python bench/run.py --db pg --rounds 5 --duration 10 --server gthread --workers 2 --threads 4
+    python bench/run.py --db pg --rounds 5 --duration 10 --server sync --workers 2   # gunicorn instead of granian
     python bench/run.py --smoke            # a few seconds, SQLite, no node: CI keeps the bench working
 
 Each server under test runs pinned to one core (``taskset -c 1``), the load generator to the other (``-c 0``), so
-every figure is per server core. Our IdP runs under gunicorn (sync or gthread workers) or granian; the reference is
+every figure is per server core. Our IdP runs under granian as the Dockerfile runs it (one worker per core, four
+threads to overlap database round trips), or under gunicorn (sync or gthread workers) for comparison; the reference is
 bench/node/server.js (node-oidc-provider configured like ours). Scenarios:
 
   discovery, jwks          GET, wrk (bench/wrk/get.lua)
@@ -180,7 +181,9 @@ class Variant:
                "IDP_KEYS_DIR": str(self.workdir / "keys"), "IDP_OUTBOX_DIR": str(self.workdir / "outbox"),
                # Counted as in production (one store increment per token request), but never reached: one bench
                # client makes thousands of requests a minute.
-               "IDP_RATE_LIMIT_FACTOR": "1000000"}
+               "IDP_RATE_LIMIT_FACTOR": "1000000",
+               # As the Dockerfile sets it: argon2's 19 MiB per hash goes back to the system after each login.
+               "MALLOC_MMAP_THRESHOLD_": "131072"}
         return env
 
     def prepare(self) -> None:
@@ -335,9 +338,8 @@ class Ours(Server):
         if self.kind == "granian":
             argv = [str(Path(sys.executable).with_name("granian")), "--interface", "wsgi", "--host", "127.0.0.1",
                     "--port", str(self.port), "--workers", str(self.workers), "--blocking-threads", str(self.threads),
-                    "--log-level", "warning", "idp.wsgi:app"]
+                    "--log-level", "warning", "--respawn-failed-workers", "--no-access-log", "idp.wsgi:app"]
         else:
-            # As the Dockerfile's CMD: gunicorn --workers 2 --access-logfile - idp.wsgi:app
             argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(self.workers),
                     "--worker-class", self.kind, "--log-level", "warning"]
             if self.access_log:
@@ -855,12 +857,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--login-concurrency", type=int, default=4, help="users in the login scenario (default 4)")
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS),
                         help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS))
-    parser.add_argument("--server", choices=("sync", "gthread", "granian"), default="sync",
-                        help="our WSGI server: gunicorn sync or gthread workers, or granian (if installed)")
-    parser.add_argument("--workers", type=int, default=2, help="our worker processes on the server core (default 2)")
+    parser.add_argument("--server", choices=("sync", "gthread", "granian"), default="granian",
+                        help="our WSGI server: granian (the Dockerfile's) or gunicorn sync or gthread workers")
+    parser.add_argument("--workers", type=int, default=1, help="our worker processes on the server core (default 1)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker for gthread/granian (default 4)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        help="without gunicorn's --access-logfile - (the Dockerfile has it)")
+                        help="gunicorn without --access-logfile - (the app logs every request itself)")
     parser.add_argument("--no-node", dest="node", action="store_false", help="only our IdP")
     parser.add_argument("--no-agreements", dest="agreements", action="store_false",
                         help="skip bench/agreements.py in the PostgreSQL variant")
