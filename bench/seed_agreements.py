@@ -47,7 +47,8 @@ QUICK_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/idp_bench_quick"
 BOOKKEEPER = "bookkeeper@bench.example"
 PASSWORD = "Bench-Ledger-Harbour-2024"
 #: The app must run with this IDP_SECRET_KEY: client secrets are stored as HMACs under it.
-SECRET_KEY = "bench-secret-key-not-for-production-0123456789abcdef"
+#: (Random-looking: the app refuses keys that look like placeholders. Loopback-only bench data.)
+SECRET_KEY = "qG7vT2nXw9LpK4sRb8YhJ3mZc6FdA1uE5tWkN0xQ"
 REDIRECT_URI = "http://127.0.0.1:9/bench/callback"
 CLIENT_SCOPE = "openid profile email offline_access agreement"
 NEUTRAL_CLIENT = ("bench-neutral", "bench-neutral-secret-0123456789abcdef")
@@ -209,10 +210,15 @@ def register_clients(url: str) -> None:
     try:
         session = database.session_factory()
         for (client_id, secret), product in ((NEUTRAL_CLIENT, None), (ECONOMIC_CLIENT, "e-conomic")):
-            if session.get(Client, client_id) is None:
+            existing = session.get(Client, client_id)
+            if existing is None:
                 clients.create_client(session, client_name=f"Bench {product or 'neutral'}", client_id=client_id,
                                       client_secret=secret, redirect_uris=[REDIRECT_URI], product_id=product,
                                       scope=CLIENT_SCOPE)
+            else:
+                # Data seeded under an earlier SECRET_KEY: the secret's HMAC is made again under this one.
+                existing.client_secret_hash = security.hasher().hash(secret)
+                session.commit()
         session.close()
     finally:
         database.dispose()
