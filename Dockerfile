@@ -2,8 +2,6 @@
 # (`python -m clients.web_rp`) in docker-compose.yml.
 FROM python:3.11-slim
 
-# MALLOC_MMAP_THRESHOLD_: a fixed threshold, so glibc gives each argon2 hash's 19 MiB back to the system
-# instead of keeping it in a thread's arena (RSS per worker 111 MB instead of 187 MB after a login burst).
 # PYTHONPATH: import the source tree under /app rather than the copy pip puts in
 # site-packages, so every entry point (granian, the `idp` script, `python -m`)
 # resolves project paths relative to /app, where migrations/ lives.
@@ -11,8 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app \
-    MALLOC_MMAP_THRESHOLD_=131072
+    PYTHONPATH=/app
 
 WORKDIR /app
 

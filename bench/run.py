@@ -181,9 +181,7 @@ class Variant:
                "IDP_KEYS_DIR": str(self.workdir / "keys"), "IDP_OUTBOX_DIR": str(self.workdir / "outbox"),
                # Counted as in production (one store increment per token request), but never reached: one bench
                # client makes thousands of requests a minute.
-               "IDP_RATE_LIMIT_FACTOR": "1000000",
-               # As the Dockerfile sets it: argon2's 19 MiB per hash goes back to the system after each login.
-               "MALLOC_MMAP_THRESHOLD_": "131072"}
+               "IDP_RATE_LIMIT_FACTOR": "1000000"}
         return env
 
     def prepare(self) -> None:

@@ -61,6 +61,8 @@ class Settings:
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    #: argon2id hashing threads per process (one worker per core: 1).
+    argon2_concurrency: int = 1
     #: NIST SP 800-63B-4: 15 when the password may be the only factor. Below 15,
     #: every sign-in must also pass two-step verification.
     password_min_length: int = 15
@@ -172,6 +174,7 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
         argon2_memory_kib=int(get("ARGON2_MEMORY_KIB", defaults.argon2_memory_kib)),
         argon2_time_cost=int(get("ARGON2_TIME_COST", defaults.argon2_time_cost)),
         argon2_parallelism=int(get("ARGON2_PARALLELISM", defaults.argon2_parallelism)),
+        argon2_concurrency=max(1, int(get("ARGON2_CONCURRENCY", defaults.argon2_concurrency))),
         password_min_length=int(get("PASSWORD_MIN_LENGTH", defaults.password_min_length)),
         access_token_ttl=int(get("ACCESS_TOKEN_TTL", defaults.access_token_ttl)),
         refresh_token_ttl=int(get("REFRESH_TOKEN_TTL", defaults.refresh_token_ttl)),
