@@ -22,6 +22,7 @@ from .identities.passwords import PasswordHasher
 from .oidc import keys as keys_module
 from .oidc import server as oidc_server
 from .oidc.documents import PublicDocuments
+from .clients.cache import ClientCache
 from .policies.rate_limits import RateLimitedError
 from .sessions.interface import ServerSessionInterface
 from .settings import Settings, from_env
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         totp=Totp(cipher, store),
         mailer=mail.from_settings(settings),
         cipher=cipher,
+        clients=ClientCache(database),
     )
     app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
 

@@ -12,6 +12,7 @@ from flask import current_app
 from flask_babel import Babel
 from flask_wtf import CSRFProtect
 
+from .clients.cache import ClientCache
 from .identities.passwords import PasswordHasher
 from .identities.totp import Totp
 from .mail import Mailer
@@ -36,6 +37,8 @@ class Runtime:
     mailer: Mailer
     #: Encrypts the few secrets that must be readable again (TOTP seeds, client_secret_jwt keys).
     cipher: DataCipher
+    #: Clients by id for the protocol endpoints (idp/clients/cache.py).
+    clients: ClientCache
 
 
 def runtime() -> Runtime:

@@ -14,7 +14,6 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
-from ..clients import service as clients
 from ..extensions import db_session, runtime
 from . import client_auth, dpop, tokens
 from .device import DeviceAuthorization, DeviceCode
@@ -60,7 +59,7 @@ class ParamsOAuth2Request(OAuth2Request):
 
 class AuthorizationServer(FlaskAuthorizationServer):
     def query_client(self, client_id):
-        client = clients.find(db_session(), client_id)
+        client = runtime().clients.get(db_session(), client_id)
         if client is None or client.disabled:
             return None
         return client

@@ -142,15 +142,15 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
         identity_id=principal.identity.id if principal else None, scope=token.get("scope", ""),
         expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
     ))
-    observability.TOKENS.labels(grant_type or "unknown").inc()
-    audit.record(session, "token.issued", actor=f"client:{client.get_client_id()}",
-                 subject=principal.identity.id if principal else None, client_id=client.get_client_id(),
-                 reason=grant_type, origin=origin(), with_refresh=bool(token.get("refresh_token")))
     if token.get("refresh_token"):
         if family_expires_at is None:
             family_expires_at = session.get(TokenFamily, family_id).expires_at
         session.execute(_INSERT_REFRESH_TOKEN, dict(token_hash=hasher().hash(token["refresh_token"]),
                                                     family_id=family_id, expires_at=family_expires_at))
+    observability.TOKENS.labels(grant_type or "unknown").inc()
+    audit.record(session, "token.issued", actor=f"client:{client.get_client_id()}",
+                 subject=principal.identity.id if principal else None, client_id=client.get_client_id(),
+                 reason=grant_type, origin=origin(), with_refresh=bool(token.get("refresh_token")))
 
 
 def revoke_family(session: Session, family_id: str, reason: str) -> bool:

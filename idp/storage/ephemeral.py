@@ -20,8 +20,6 @@ from typing import Protocol
 from sqlalchemy import Boolean, Integer, String, Text, bindparam, case, cast, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, Database, UTCDateTime, utcnow
@@ -62,55 +60,54 @@ class EphemeralEntry(Base):
 
 class SQLStore:
     """Database-backed store for a laptop without Redis. Uses its own short
-    transactions so it never commits (or rolls back) a service's unit of work."""
+    transactions so it never commits (or rolls back) a service's unit of work.
+
+    Every operation is one or two Core statements built once: browser sessions, interactions and codes
+    go through here on every page of a sign-in, and the ORM's unit of work costs more than the SQL."""
 
     def __init__(self, database: Database):
-        self._factory = database.session_factory
         self._engine = database.engine
+        table = EphemeralEntry.__table__
+        insert = sqlite_insert if database.engine.dialect.name == "sqlite" else postgresql_insert
+        entry_key = bindparam("entry_key", type_=String())
+        now = bindparam("now", type_=UTCDateTime())
+        # put: an upsert, so two first writes of one key cannot race to INSERT.
+        upsert = insert(table).values(key=entry_key, value=bindparam("value", type_=Text()),
+                                      expires_at=bindparam("expires_at", type_=UTCDateTime()), consumed=False)
+        self._put = upsert.on_conflict_do_update(index_elements=[table.c.key], set_={
+            "value": upsert.excluded.value, "expires_at": upsert.excluded.expires_at, "consumed": False})
+        self._get = select(table.c.value, table.c.consumed).where(table.c.key == entry_key, table.c.expires_at > now)
+        # consume: the conditional UPDATE is the atomic step: only one transaction can flip consumed
+        # from false to true; the SELECT then reads the value for the first caller and every later one.
+        self._flip = (update(table).where(table.c.key == entry_key, table.c.consumed.is_(False),
+                                          table.c.expires_at > now).values(consumed=True))
+        self._delete = delete(table).where(table.c.key == entry_key)
         self._incr = _incr_statement(database.engine.dialect.name)
 
-    def _retrying(self, work):
-        # Two first writes of one key race to INSERT; the loser's IntegrityError
-        # means the row exists now, so doing the work again updates it instead.
-        for attempt in range(3):
-            try:
-                with self._factory.begin() as session:
-                    return work(session)
-            except (IntegrityError, StaleDataError):
-                # (StaleDataError: the row was deleted between our read and our update.)
-                if attempt == 2:
-                    raise
-
     def put(self, kind, ident, value, ttl):
-        expires = utcnow() + dt.timedelta(seconds=ttl)
-        self._retrying(lambda session: session.merge(
-            EphemeralEntry(key=key(kind, ident), value=json.dumps(value), expires_at=expires, consumed=False)))
+        with self._engine.begin() as connection:
+            connection.execute(self._put, {"entry_key": key(kind, ident), "value": json.dumps(value),
+                                           "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
 
     def get(self, kind, ident):
-        with self._factory() as session:
-            row = session.get(EphemeralEntry, key(kind, ident))
-            if row is None or row.expires_at <= utcnow() or row.consumed:
-                return None
-            return json.loads(row.value)
+        with self._engine.connect() as connection:
+            row = connection.execute(self._get, {"entry_key": key(kind, ident), "now": utcnow()}).first()
+        if row is None or row.consumed:
+            return None
+        return json.loads(row.value)
 
     def consume(self, kind, ident):
-        k = key(kind, ident)
-        with self._factory.begin() as session:
-            # The conditional UPDATE is the atomic step: only one transaction
-            # can flip consumed from false to true.
-            flipped = session.execute(
-                update(EphemeralEntry)
-                .where(EphemeralEntry.key == k, EphemeralEntry.consumed.is_(False), EphemeralEntry.expires_at > utcnow())
-                .values(consumed=True)
-            ).rowcount
-            row = session.execute(select(EphemeralEntry).where(EphemeralEntry.key == k, EphemeralEntry.expires_at > utcnow())).scalar_one_or_none()
-            if row is None:
-                return None
-            return Consumed(json.loads(row.value), first=flipped == 1)
+        binds = {"entry_key": key(kind, ident), "now": utcnow()}
+        with self._engine.begin() as connection:
+            flipped = connection.execute(self._flip, binds).rowcount
+            row = connection.execute(self._get, binds).first()
+        if row is None:
+            return None
+        return Consumed(json.loads(row.value), first=flipped == 1)
 
     def delete(self, kind, ident):
-        with self._factory.begin() as session:
-            session.execute(delete(EphemeralEntry).where(EphemeralEntry.key == key(kind, ident)))
+        with self._engine.begin() as connection:
+            connection.execute(self._delete, {"entry_key": key(kind, ident)})
 
     def incr(self, kind, ident, ttl):
         now = utcnow()
@@ -120,15 +117,14 @@ class SQLStore:
                 "new_expires_at": now + dt.timedelta(seconds=ttl)}).scalar_one())
 
     def count(self, kind, ident):
-        with self._factory() as session:
-            row = session.get(EphemeralEntry, key(kind, ident))
-            if row is None or row.expires_at <= utcnow():
-                return 0
-            return int(row.value)
+        with self._engine.connect() as connection:
+            row = connection.execute(self._get, {"entry_key": key(kind, ident), "now": utcnow()}).first()
+        return int(row.value) if row is not None else 0
 
     def purge_expired(self) -> int:
-        with self._factory.begin() as session:
-            return session.execute(delete(EphemeralEntry).where(EphemeralEntry.expires_at <= utcnow())).rowcount
+        with self._engine.begin() as connection:
+            return connection.execute(delete(EphemeralEntry.__table__)
+                                      .where(EphemeralEntry.__table__.c.expires_at <= utcnow())).rowcount
 
     def ping(self):
         return True

@@ -73,7 +73,7 @@ def copy_secret(page) -> str:
     button = page.locator("#copy-secret")
     assert button.is_visible()  # portal.js reveals it
     button.click()
-    page.wait_for_function("document.getElementById('copy-secret').textContent === 'Copied'")
+    page.wait_for_function("() => document.getElementById('copy-secret').textContent === 'Copied'")
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == page.input_value("#client-secret")
     assert len(copied) >= 43

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from idp.identities.passwords import PasswordHasher
 
@@ -35,6 +36,7 @@ def test_at_most_concurrency_hashes_at_once():
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         try:
+            time.sleep(0.02)  # long enough that eight callers overlap
             return original(password)
         finally:
             with lock:

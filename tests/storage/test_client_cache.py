@@ -1,0 +1,118 @@
+"""The in-process client cache (PostgreSQL): a change made anywhere takes effect at once.
+
+The changes go through the same services as the portal and the CLI; "another process" is a second app
+on the same database, as a second worker or `idp clients disable` would be."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from idp.app import create_app
+from idp.clients import service as clients
+from idp.clients.cache import ClientCache
+
+
+@pytest.fixture
+def pg_only(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the SQLite pass: no LISTEN/NOTIFY there, every look-up reads the database (see below)")
+
+
+def _wait_active(cache: ClientCache, session):
+    cache.get(session, "nobody")  # starts the listener
+    deadline = time.monotonic() + 10
+    while not cache.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cache.active, "the listener did not connect"
+
+
+def _token(client, rp):
+    """The token endpoint's verdict on the client alone: 400 invalid_grant for a bogus refresh token from an
+    authenticated client, 401 invalid_client when the client is refused."""
+    client_id, secret = rp
+    return client.post("/token", data={"grant_type": "refresh_token", "refresh_token": "not-a-token"},
+                       auth=(client_id, secret))
+
+
+def _rp(factory):
+    client, secret = factory.client()
+    return client.client_id, secret
+
+
+@pytest.fixture
+def other_process(settings):
+    """A second app on the same database: another worker, or the CLI."""
+    other = create_app(settings)
+    yield other
+    other.extensions["idp"].clients.stop()
+    other.extensions["idp"].db.dispose()
+
+
+def test_disable_in_another_process_takes_effect_at_once(pg_only, app, client, runtime, factory, other_process):
+    rp = _rp(factory)
+    with app.app_context():
+        _wait_active(runtime.clients, runtime.db.session)
+    assert _token(client, rp).status_code == 400  # now cached in this process
+    assert rp[0] in runtime.clients._entries
+
+    with other_process.app_context():
+        session = other_process.extensions["idp"].db.session
+        clients.disable(session, clients.find(session, rp[0]))
+
+    deadline = time.monotonic() + 5
+    while rp[0] in runtime.clients._entries and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert rp[0] not in runtime.clients._entries
+    response = _token(client, rp)
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
+
+
+def test_change_in_this_process_is_seen_by_the_next_request(pg_only, app, client, runtime, factory, db):
+    rp = _rp(factory)
+    with app.app_context():
+        _wait_active(runtime.clients, runtime.db.session)
+    assert _token(client, rp).status_code == 400
+    # No waiting for the notification: the committing process drops its own entry right after COMMIT.
+    clients.disable(db, clients.find(db, rp[0]))
+    assert _token(client, rp).status_code == 401
+
+
+def test_nothing_is_cached_while_the_listener_is_down(pg_only, app, client, runtime, factory, db):
+    rp = _rp(factory)
+    cache = runtime.clients
+    with app.app_context():
+        _wait_active(cache, runtime.db.session)
+        cache._set_listening(False)  # as when its connection drops
+        try:
+            assert _token(client, rp).status_code == 400
+            assert rp[0] not in cache._entries
+            # A change nobody could announce is still seen: the look-up went to the database.
+            clients.disable(db, clients.find(db, rp[0]))
+            assert _token(client, rp).status_code == 401
+        finally:
+            cache._set_listening(True)
+
+
+def test_a_rolled_back_change_announces_nothing(pg_only, app, runtime, factory, db):
+    rp = _rp(factory)
+    with app.app_context():
+        _wait_active(runtime.clients, runtime.db.session)
+        runtime.clients.get(runtime.db.session, rp[0])
+    assert rp[0] in runtime.clients._entries
+    found = clients.find(db, rp[0])
+    found.client_name = "never committed"
+    db.flush()
+    db.rollback()
+    time.sleep(0.3)
+    assert rp[0] in runtime.clients._entries
+
+
+def test_sqlite_reads_the_database_every_time(database_url, app, runtime, factory):
+    if database_url.startswith("postgresql"):
+        pytest.skip("the PostgreSQL pass: the cache is active there (tests above)")
+    rp = _rp(factory)
+    with app.app_context():
+        runtime.clients.get(runtime.db.session, rp[0])
+    assert not runtime.clients.active and runtime.clients._entries == {}
