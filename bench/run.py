@@ -594,11 +594,13 @@ def run_agreements(args) -> list[dict]:
     names = ("api first page", "api page 5 (cursor)", "api search name", "api search number",
              "api first page e-conomic", "chooser page", "chooser search")
     for line in done.stdout.splitlines():
-        for name in names:
+        # Longest name first: "api first page" is also the start of "api first page e-conomic".
+        for name in sorted(names, key=len, reverse=True):
             if line.startswith(name + " ") and line.split()[-1] in ("PASS", "FAIL"):
                 numbers = line[len(name):].split()
                 rows.append({"name": name, "n": int(numbers[0]), "p50": float(numbers[1]), "p95": float(numbers[2]),
                              "p99": float(numbers[3]), "max": float(numbers[4]), "result": numbers[5]})
+                break
     if not rows:
         output = done.stdout + done.stderr
         reasons = [line.strip() for line in output.splitlines() if "Error:" in line or "Error " in line[:40]]
