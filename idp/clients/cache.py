@@ -1,11 +1,11 @@
-"""Registered clients by id, kept in process for the protocol endpoints, on PostgreSQL.
+"""Registered clients by id, kept in process for the protocol endpoints.
 
-Every token, introspection, revocation and authorization request looks its client up; on PostgreSQL that
-look-up is a round trip and an ORM load, a fifth of a client_credentials request's CPU (bench/README.md).
+Every token, introspection, revocation and authorization request looks its client up; that look-up is an
+ORM load (on PostgreSQL also a round trip), a fifth of a client_credentials request's CPU (bench/README.md).
 Clients change rarely, but a change must take effect at once everywhere: a disabled client gets no more
 tokens, a removed redirect URI is refused, a rotated secret stops working when its overlap ends.
 
-So the cache is only trusted while it hears about every change:
+So the cache is only trusted while it hears about every change. On PostgreSQL:
 
 * every commit that writes a client sends ``NOTIFY idp_clients, '<client_id>'`` inside its transaction
   (PostgreSQL delivers it when, and only if, the transaction commits; the CLI and the portal in other
@@ -16,9 +16,14 @@ So the cache is only trusted while it hears about every change:
   missed in between;
 * a look-up that raced with an invalidation does not store what it read.
 
+SQLite (the embedded default) is on one host, and has no LISTEN: there a file next to the database,
+``<database>-clients``, carries the news in its modification time. A commit that writes a client sets it
+(to an explicit nanosecond time) when it flushes and again after it commits; every look-up compares it
+(one stat call) and forgets everything it holds when it moved. A file that cannot be read or written turns
+the cache off. An in-memory database is never cached.
+
 The cached objects are transient copies that no session knows of: nothing can flush them by accident,
-and no request sees another request's changes to its copy. SQLite (the embedded single-host default)
-has no LISTEN, and its look-up costs no round trip: there every look-up reads the database.
+and no request sees another request's changes to its copy.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import copy
 import logging
 import os
 import threading
+import time
 import weakref
 from itertools import chain
+from pathlib import Path
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.orm import Session
@@ -48,10 +55,27 @@ def _snapshot(client: Client) -> Client:
     return Client(**{key: copy.deepcopy(getattr(client, key)) for key in _COLUMNS})
 
 
+def _stamp_path(database: Database) -> Path | None:
+    """SQLite: the file whose modification time says "a client changed" (next to the database, like its
+    -wal and -shm files); None for an in-memory database or a directory we cannot write."""
+    url = database.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database + "-clients")
+    try:
+        path.touch(exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
 class ClientCache:
     def __init__(self, database: Database):
         self._database = database
-        self._enabled = database.engine.dialect.name == "postgresql"
+        self._postgres = database.engine.dialect.name == "postgresql"
+        self._stamp_path = _stamp_path(database)
+        self._stamp: int | None = None
+        self._enabled = self._postgres or self._stamp_path is not None
         self._entries: dict[str, Client] = {}
         self._lock = threading.Lock()
         self._generation = 0
@@ -59,18 +83,21 @@ class ClientCache:
         self._listener_pid: int | None = None
         self._stopped = threading.Event()
         if self._enabled:
-            _announce_changes(database, weakref.ref(self))
+            _announce_changes(database, weakref.ref(self), notify=self._postgres)
 
     @property
     def active(self) -> bool:
-        """True while look-ups are served from memory (the listener is connected)."""
-        return self._enabled and self._listening
+        """True while look-ups are served from memory."""
+        return self._enabled and (self._listening or self._stamp_path is not None)
 
     def get(self, session: Session, client_id) -> Client | None:
         if not self._enabled:
             return service.find(session, client_id)
-        self._ensure_listener()
-        if not self._listening:
+        if self._postgres:
+            self._ensure_listener()
+            if not self._listening:
+                return service.find(session, client_id)
+        elif not self._current_stamp():
             return service.find(session, client_id)
         cached = self._entries.get(client_id) if isinstance(client_id, str) else None
         if cached is not None:
@@ -81,9 +108,38 @@ class ClientCache:
             return None  # misses are not cached: a registration makes them hits
         snapshot = _snapshot(client)
         with self._lock:
-            if self._listening and self._generation == generation:
+            if (self._listening or not self._postgres) and self._generation == generation:
                 self._entries[client.client_id] = snapshot
         return snapshot
+
+    def _current_stamp(self) -> bool:
+        """SQLite: forget everything if any process changed a client since we last looked; False if the
+        stamp cannot be read (then nothing is trusted)."""
+        try:
+            stamp = os.stat(self._stamp_path).st_mtime_ns
+        except OSError:
+            return False
+        if stamp != self._stamp:
+            with self._lock:
+                self._generation += 1
+                self._entries.clear()
+                self._stamp = stamp
+        return True
+
+    def _announce_local(self, client_ids) -> None:
+        """After a commit that changed these clients: tell the other processes (SQLite), forget them here."""
+        if self._stamp_path is not None:
+            self._touch()
+        self.invalidate(client_ids)
+
+    def _touch(self) -> None:
+        # An explicit nanosecond time, not the file system's coarse clock: two changes a millisecond apart
+        # still leave two different stamps.
+        now = time.time_ns()
+        try:
+            os.utime(self._stamp_path, ns=(now, now))
+        except OSError:
+            self._enabled = False  # nobody could be told: stop trusting any copy, here included
 
     def invalidate(self, client_ids=None) -> None:
         """Forget these clients (None: all of them)."""
@@ -170,8 +226,9 @@ def _listen(reference) -> None:
         delay = min(delay * 2, 5.0)
 
 
-def _announce_changes(database: Database, reference) -> None:
-    """NOTIFY every client change inside its transaction; drop it locally after the commit."""
+def _announce_changes(database: Database, reference, notify: bool) -> None:
+    """NOTIFY every client change inside its transaction (PostgreSQL); after the commit, touch the stamp
+    (SQLite) and drop the clients from this process's cache."""
 
     @event.listens_for(database.session_factory, "after_flush")
     def _after_flush(session, _context):
@@ -180,9 +237,14 @@ def _announce_changes(database: Database, reference) -> None:
                    if isinstance(obj, Client)}
         if not changed:
             return
-        connection = session.connection()
-        for client_id in changed:
-            connection.execute(_NOTIFY, {"channel": CHANNEL, "client_id": client_id})
+        cache = reference()
+        if cache is not None and cache._stamp_path is not None:
+            cache._touch()  # before the commit too: a reader that sees it re-reads, and again after the commit
+        del cache
+        if notify:
+            connection = session.connection()
+            for client_id in changed:
+                connection.execute(_NOTIFY, {"channel": CHANNEL, "client_id": client_id})
         session.info.setdefault("idp_changed_clients", set()).update(changed)
 
     @event.listens_for(database.session_factory, "after_commit")
@@ -190,7 +252,7 @@ def _announce_changes(database: Database, reference) -> None:
         changed = session.info.pop("idp_changed_clients", None)
         cache = reference()
         if changed and cache is not None:
-            cache.invalidate(changed)
+            cache._announce_local(changed)
 
     @event.listens_for(database.session_factory, "after_soft_rollback")
     def _after_rollback(session, _previous_transaction):

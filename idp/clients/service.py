@@ -41,7 +41,9 @@ def create_client(session: Session, *, client_name: str, redirect_uris: list[str
         raise InvalidClientMetadataError("at least one redirect URI is required")
     if any("#" in uri for uri in redirect_uris):
         raise InvalidClientMetadataError("redirect URIs must not contain a fragment")
-    client_id = client_id or secrets.token_urlsafe(16)
+    # Hex, 128 bits: a base64url id may start with "-", and an operator's `idp clients show -E3x...`
+    # then reads as an option.
+    client_id = client_id or secrets.token_hex(16)
     if session.get(Client, client_id) is not None:
         raise InvalidClientMetadataError(f"client {client_id} exists")
     method = token_endpoint_auth_method or ("none" if public else "client_secret_basic")

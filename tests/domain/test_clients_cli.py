@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -349,3 +350,11 @@ def test_initial_token_unknown_product(app, db):
     count = db.query(InitialAccessToken).count()
     refused(run(app, "initial-token", "--product", "no-such-product"), "no-such-product")
     assert db.query(InitialAccessToken).count() == count
+
+
+def test_generated_client_ids_are_safe_command_line_arguments(app, db):
+    # A random base64url id starts with "-" one time in 32; the CLI would then read it as an option.
+    for _ in range(40):
+        printed = first_json(ok(run(app, "create", "--name", "Id check", "--redirect-uri", "https://id.example/cb")))
+        assert re.fullmatch(r"[0-9a-f]{32}", printed["client_id"]), printed["client_id"]
+        assert json.loads(ok(run(app, "show", printed["client_id"])).output)["client_id"] == printed["client_id"]

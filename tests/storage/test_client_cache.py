@@ -1,7 +1,8 @@
-"""The in-process client cache (PostgreSQL): a change made anywhere takes effect at once.
+"""The in-process client cache (idp/clients/cache.py): a change made anywhere takes effect at once.
 
-The changes go through the same services as the portal and the CLI; "another process" is a second app
-on the same database, as a second worker or `idp clients disable` would be."""
+Both backends: PostgreSQL (LISTEN/NOTIFY) and the SQLite file (a stamp file next to the database). The
+changes go through the same services as the portal and the CLI; "another process" is a second app on the
+same database, as a second worker or `idp clients disable` would be."""
 
 from __future__ import annotations
 
@@ -14,18 +15,12 @@ from idp.clients import service as clients
 from idp.clients.cache import ClientCache
 
 
-@pytest.fixture
-def pg_only(database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the SQLite pass: no LISTEN/NOTIFY there, every look-up reads the database (see below)")
-
-
 def _wait_active(cache: ClientCache, session):
-    cache.get(session, "nobody")  # starts the listener
+    cache.get(session, "nobody")  # starts the listener (PostgreSQL)
     deadline = time.monotonic() + 10
     while not cache.active and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert cache.active, "the listener did not connect"
+    assert cache.active, "the cache never became active"
 
 
 def _token(client, rp):
@@ -50,36 +45,72 @@ def other_process(settings):
     other.extensions["idp"].db.dispose()
 
 
-def test_disable_in_another_process_takes_effect_at_once(pg_only, app, client, runtime, factory, other_process):
+def test_disable_in_another_process_takes_effect_at_once(app, client, runtime, factory, other_process,
+                                                          database_url):
     rp = _rp(factory)
     with app.app_context():
         _wait_active(runtime.clients, runtime.db.session)
-    assert _token(client, rp).status_code == 400  # now cached in this process
-    assert rp[0] in runtime.clients._entries
+    assert _token(client, rp).status_code == 400
+    assert rp[0] in runtime.clients._entries  # served from memory from now on
 
     with other_process.app_context():
         session = other_process.extensions["idp"].db.session
         clients.disable(session, clients.find(session, rp[0]))
 
-    deadline = time.monotonic() + 5
-    while rp[0] in runtime.clients._entries and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert rp[0] not in runtime.clients._entries
+    if database_url.startswith("postgresql"):
+        # The notification arrives on the listener's connection a moment after the commit.
+        deadline = time.monotonic() + 5
+        while rp[0] in runtime.clients._entries and time.monotonic() < deadline:
+            time.sleep(0.005)
+    # SQLite: the very next look-up sees the stamp the other process set when it committed.
     response = _token(client, rp)
     assert response.status_code == 401 and response.get_json()["error"] == "invalid_client"
 
 
-def test_change_in_this_process_is_seen_by_the_next_request(pg_only, app, client, runtime, factory, db):
+def test_a_rotated_secret_in_another_process_is_refused(app, client, runtime, factory, other_process,
+                                                        database_url):
     rp = _rp(factory)
     with app.app_context():
         _wait_active(runtime.clients, runtime.db.session)
     assert _token(client, rp).status_code == 400
-    # No waiting for the notification: the committing process drops its own entry right after COMMIT.
+    with other_process.app_context():
+        session = other_process.extensions["idp"].db.session
+        new_secret = clients.rotate_secret(session, clients.find(session, rp[0]), overlap_seconds=0)
+    if database_url.startswith("postgresql"):
+        deadline = time.monotonic() + 5
+        while rp[0] in runtime.clients._entries and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert _token(client, rp).status_code == 401  # the old secret, no overlap
+    assert _token(client, (rp[0], new_secret)).status_code == 400
+
+
+def test_change_in_this_process_is_seen_by_the_next_request(app, client, runtime, factory, db):
+    rp = _rp(factory)
+    with app.app_context():
+        _wait_active(runtime.clients, runtime.db.session)
+    assert _token(client, rp).status_code == 400
+    # No waiting: the committing process drops its own entry right after COMMIT.
     clients.disable(db, clients.find(db, rp[0]))
     assert _token(client, rp).status_code == 401
 
 
-def test_nothing_is_cached_while_the_listener_is_down(pg_only, app, client, runtime, factory, db):
+def test_a_rolled_back_change_is_never_served(app, runtime, factory, db):
+    rp = _rp(factory)
+    with app.app_context():
+        _wait_active(runtime.clients, runtime.db.session)
+        original = runtime.clients.get(runtime.db.session, rp[0]).client_name
+    found = clients.find(db, rp[0])
+    found.client_name = "never committed"
+    db.flush()
+    db.rollback()
+    time.sleep(0.2)
+    with app.app_context():
+        assert runtime.clients.get(runtime.db.session, rp[0]).client_name == original
+
+
+def test_nothing_is_cached_while_the_listener_is_down(app, client, runtime, factory, db, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the SQLite pass: SQLite has no listener; its stamp file is read on every look-up")
     rp = _rp(factory)
     cache = runtime.clients
     with app.app_context():
@@ -93,26 +124,3 @@ def test_nothing_is_cached_while_the_listener_is_down(pg_only, app, client, runt
             assert _token(client, rp).status_code == 401
         finally:
             cache._set_listening(True)
-
-
-def test_a_rolled_back_change_announces_nothing(pg_only, app, runtime, factory, db):
-    rp = _rp(factory)
-    with app.app_context():
-        _wait_active(runtime.clients, runtime.db.session)
-        runtime.clients.get(runtime.db.session, rp[0])
-    assert rp[0] in runtime.clients._entries
-    found = clients.find(db, rp[0])
-    found.client_name = "never committed"
-    db.flush()
-    db.rollback()
-    time.sleep(0.3)
-    assert rp[0] in runtime.clients._entries
-
-
-def test_sqlite_reads_the_database_every_time(database_url, app, runtime, factory):
-    if database_url.startswith("postgresql"):
-        pytest.skip("the PostgreSQL pass: the cache is active there (tests above)")
-    rp = _rp(factory)
-    with app.app_context():
-        runtime.clients.get(runtime.db.session, rp[0])
-    assert not runtime.clients.active and runtime.clients._entries == {}
