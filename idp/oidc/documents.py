@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
 import time
 
@@ -21,8 +20,6 @@ from .discovery import metadata
 
 DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
 JWKS_PATH = "/jwks"
-
-_access_log = logging.getLogger("idp.access")
 
 
 class _Document:
@@ -61,7 +58,9 @@ class PublicDocuments:
         request_id = incoming if observability.valid_request_id(incoming) else secrets.token_hex(8)
         headers = [("Content-Type", "application/json"), ("Cache-Control", f"public, max-age={max_age}"),
                    ("ETag", document.etag), *self.base_headers, ("X-Request-ID", request_id)]
-        if document.etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+        condition = environ.get("HTTP_IF_NONE_MATCH", "")
+        # RFC 9110 §13.1.2: weak comparison (a W/ prefix still matches), and "*" matches any representation.
+        if condition.strip() == "*" or document.etag in condition:
             status, body = 304, b""
         else:
             status, body = 200, document.body
