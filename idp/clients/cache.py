@@ -37,6 +37,7 @@ import weakref
 from itertools import chain
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import event, inspect, text
 from sqlalchemy.orm import Session
 
@@ -82,6 +83,8 @@ class ClientCache:
         self._listening = False
         self._listener_pid: int | None = None
         self._stopped = threading.Event()
+        self._conninfo = (database.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                          if self._postgres else "")
         if self._enabled:
             _announce_changes(database, weakref.ref(self), notify=self._postgres)
 
@@ -188,10 +191,9 @@ def _listen(reference) -> None:
             return
         connection = None
         try:
-            pooled = cache._database.engine.raw_connection()
-            connection = pooled.driver_connection
-            pooled.detach()  # ours for good, never handed to a request
-            connection.autocommit = True
+            # A connection of its own, outside the pool: it is never handed to a request, and it waits
+            # in LISTEN for as long as the process lives.
+            connection = psycopg.connect(cache._conninfo, autocommit=True, connect_timeout=5)
             connection.execute(f"LISTEN {CHANNEL}")
             cache._set_listening(True)
             delay = 0.2
