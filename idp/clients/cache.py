@@ -106,10 +106,13 @@ class ClientCache:
         if cached is not None:
             return cached
         generation = self._generation
-        client = service.find(session, client_id)
-        if client is None:
-            return None  # misses are not cached: a registration makes them hits
-        snapshot = _snapshot(client)
+        # Read in a session of its own, not the request's: that one may still hold the client in its identity
+        # map as it was before the change we were just told about, and everyone would get that old view.
+        with self._database.session_factory() as fresh:
+            client = service.find(fresh, client_id)
+            if client is None:
+                return None  # misses are not cached: a registration makes them hits
+            snapshot = _snapshot(client)
         with self._lock:
             if (self._listening or not self._postgres) and self._generation == generation:
                 self._entries[client.client_id] = snapshot

@@ -13,6 +13,7 @@ import pytest
 from idp.app import create_app
 from idp.clients import service as clients
 from idp.clients.cache import ClientCache
+from idp.clients.models import Client
 
 
 def _wait_active(cache: ClientCache, session):
@@ -124,3 +125,30 @@ def test_nothing_is_cached_while_the_listener_is_down(app, client, runtime, fact
             assert _token(client, rp).status_code == 401
         finally:
             cache._set_listening(True)
+
+
+def test_a_request_that_read_the_client_before_the_change_does_not_cache_the_old_one(
+        app, runtime, factory, other_process, database_url):
+    rp = _rp(factory)
+    cache = runtime.clients
+    request_session = runtime.db.session_factory()  # a request's session, which read the client earlier
+    try:
+        with app.app_context():
+            _wait_active(cache, runtime.db.session)
+        # The request has already read the client and still holds it, so its identity map keeps that view.
+        earlier_view = request_session.get(Client, rp[0])
+        assert not earlier_view.disabled
+        with other_process.app_context():
+            session = other_process.extensions["idp"].db.session
+            clients.disable(session, clients.find(session, rp[0]))
+        if database_url.startswith("postgresql"):
+            deadline = time.monotonic() + 5
+            while rp[0] in cache._entries and time.monotonic() < deadline:
+                time.sleep(0.005)
+        # What the cache keeps for everyone is read fresh, not taken from this request's older view.
+        assert cache.get(request_session, rp[0]).disabled
+        assert not earlier_view.disabled  # (the request's own view is its business)
+        with app.app_context():
+            assert cache.get(runtime.db.session, rp[0]).disabled
+    finally:
+        request_session.close()
