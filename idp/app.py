@@ -27,6 +27,7 @@ from .policies.rate_limits import RateLimitedError
 from .sessions.interface import ServerSessionInterface
 from .settings import Settings, from_env
 from .storage import migrations
+from .storage.counters import BlockCounter
 from .storage.db import Database
 from .storage.ephemeral import make_store
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         mailer=mail.from_settings(settings),
         cipher=cipher,
         clients=ClientCache(database),
+        rate_counter=BlockCounter(store),
     )
     app.session_interface = ServerSessionInterface(lambda: runtime().store, settings.session_lifetime)
 

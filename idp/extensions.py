@@ -18,6 +18,7 @@ from .identities.totp import Totp
 from .mail import Mailer
 from .security import DataCipher
 from .oidc.keys import KeyRing
+from .storage.counters import BlockCounter
 from .settings import Settings
 from .storage.db import Database
 from .storage.ephemeral import EphemeralStore
@@ -39,6 +40,8 @@ class Runtime:
     cipher: DataCipher
     #: Clients by id for the protocol endpoints (idp/clients/cache.py).
     clients: ClientCache
+    #: Rate-limit counts, reserved from the store in blocks (idp/policies/rate_limits.py).
+    rate_counter: BlockCounter
 
 
 def runtime() -> Runtime:

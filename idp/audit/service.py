@@ -23,21 +23,24 @@ class Origin:
     user_agent: str | None = None
 
 
-def record(session: Session, event: str, *, actor: str | None = None, subject: str | None = None,
-           agreement_id: str | None = None, client_id: str | None = None, reason: str | None = None,
-           origin: Origin | None = None, commit: bool = False, **details) -> None:
-    """Add an event to the caller's transaction (commit=True commits it alone)."""
+def row(event: str, *, actor: str | None = None, subject: str | None = None, agreement_id: str | None = None,
+        client_id: str | None = None, reason: str | None = None, origin: Origin | None = None, **details) -> dict:
+    """The audit_events row of one event, checked: for callers that insert it in a statement of their own."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}: add it to idp/audit/events.py")
     if any(word in key.lower() for key in details for word in _SECRET_WORDS):
         raise ValueError("audit details must not carry secrets")
     origin = origin or Origin()
+    return dict(occurred_at=utcnow(), event=event, actor=actor, subject_id=subject, agreement_id=agreement_id,
+                client_id=client_id, reason=reason, ip=origin.ip,
+                user_agent=(origin.user_agent or "")[:300] or None, details=details)
+
+
+def record(session: Session, event: str, *, commit: bool = False, **fields) -> None:
+    """Add an event to the caller's transaction (commit=True commits it alone)."""
     # A Core INSERT in the caller's transaction (rolled back with it): events are written, never read back
-    # in the same request, and one is recorded for every token issued.
-    session.execute(_INSERT, dict(
-        occurred_at=utcnow(), event=event, actor=actor, subject_id=subject, agreement_id=agreement_id,
-        client_id=client_id, reason=reason, ip=origin.ip, user_agent=(origin.user_agent or "")[:300] or None,
-        details=details))
+    # in the same request.
+    session.execute(_INSERT, row(event, **fields))
     if commit:
         session.commit()
 

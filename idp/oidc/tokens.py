@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import secrets
 from dataclasses import dataclass, field
 
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..agreements.service import Selected
@@ -22,6 +23,7 @@ from ..grants.models import AccessToken, RefreshToken, TokenFamily
 from ..identities.models import Identity
 from ..security import hasher, new_secret
 from ..audit import service as audit
+from ..audit.models import AuditEvent
 from ..extensions import origin
 from ..storage.db import utcnow
 from .. import observability
@@ -109,6 +111,7 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
 _INSERT_FAMILY = insert(TokenFamily.__table__)
 _INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)
 _INSERT_REFRESH_TOKEN = insert(RefreshToken.__table__)
+_INSERT_AUDIT = insert(AuditEvent.__table__)
 
 
 def _jwt_claims(token: str) -> dict:
@@ -117,16 +120,54 @@ def _jwt_claims(token: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
+#: (table, prefix of its bind names) in the order the rows are written.
+_PARTS = {"family": (TokenFamily.__table__, "f"), "access": (AccessToken.__table__, "a"),
+          "refresh": (RefreshToken.__table__, "r"), "audit": (AuditEvent.__table__, "e")}
+
+
+@functools.cache
+def _one_statement(parts: tuple[str, ...], columns: tuple[tuple[str, ...], ...]):
+    """PostgreSQL: every row of a token response in one INSERT with data-modifying CTEs.
+
+    One statement instead of one per row: on PostgreSQL each statement is a round trip and about 0.1 ms of
+    CPU in psycopg and SQLAlchemy, the largest cost of a token response. The rows, their transaction and
+    the foreign keys (checked at the end of the statement) are the same as with separate INSERTs.
+    Built once per shape and cached."""
+    inserts = []
+    for part, names in zip(parts, columns):
+        table, prefix = _PARTS[part]
+        inserts.append(insert(table).values({name: bindparam(f"{prefix}_{name}", type_=table.c[name].type)
+                                             for name in names}))
+    *ctes, last = inserts
+    return last.add_cte(*(statement.cte(f"new_{part}") for statement, part in zip(ctes, parts)))
+
+
+def _write(session: Session, rows: dict[str, dict]) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        parts = tuple(rows)
+        columns = tuple(tuple(rows[part]) for part in parts)
+        params = {f"{_PARTS[part][1]}_{name}": value for part in parts for name, value in rows[part].items()}
+        session.execute(_one_statement(parts, columns), params)
+        return
+    statements = {"family": _INSERT_FAMILY, "access": _INSERT_ACCESS_TOKEN, "refresh": _INSERT_REFRESH_TOKEN,
+                  "audit": _INSERT_AUDIT}
+    for part, values in rows.items():
+        session.execute(statements[part], values)
+
+
 def persist(session: Session, token: dict, client, principal: Principal | None, *, new_family: bool,
             refresh_token_ttl: int, parent_id: str | None = None, grant_type: str | None = None) -> None:
-    """Record the tokens of one token response (no commit: the grant owns the transaction)."""
+    """Record the tokens of one token response and its audit event (no commit: the grant owns the
+    transaction)."""
     # Core INSERTs in the grant's transaction: the same rows as session.add() would write, without the unit of
     # work's bookkeeping for objects nobody reads back in this request (the token endpoint's hottest cost).
+    now = utcnow()
+    rows: dict[str, dict] = {}
     family_id = principal.family_id if principal else None
     family_expires_at = None
     if principal and new_family:
-        family_expires_at = utcnow() + dt.timedelta(seconds=refresh_token_ttl)
-        session.execute(_INSERT_FAMILY, dict(
+        family_expires_at = now + dt.timedelta(seconds=refresh_token_ttl)
+        rows["family"] = dict(
             id=family_id, client_id=client.get_client_id(), identity_id=principal.identity.id,
             scope=token.get("scope", ""), sid=principal.sid, auth_time=principal.auth_time,
             acr=principal.acr, amr=principal.amr,
@@ -134,23 +175,26 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
             claims_request=principal.claims_request or {},
             # §5: public clients' refresh tokens are bound to the DPoP key.
             dpop_jkt=dpop.current_jkt() if getattr(client, "is_public", False) else None,
-            expires_at=family_expires_at, parent_id=parent_id,
-        ))
+            created_at=now, expires_at=family_expires_at, parent_id=parent_id, revoked_at=None,
+            revoked_reason=None,
+        )
     claims = _jwt_claims(token["access_token"])
-    session.execute(_INSERT_ACCESS_TOKEN, dict(
+    rows["access"] = dict(
         jti=claims["jti"], family_id=family_id, client_id=client.get_client_id(),
         identity_id=principal.identity.id if principal else None, scope=token.get("scope", ""),
         expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
-    ))
+    )
     if token.get("refresh_token"):
         if family_expires_at is None:
             family_expires_at = session.get(TokenFamily, family_id).expires_at
-        session.execute(_INSERT_REFRESH_TOKEN, dict(token_hash=hasher().hash(token["refresh_token"]),
-                                                    family_id=family_id, expires_at=family_expires_at))
+        rows["refresh"] = dict(token_hash=hasher().hash(token["refresh_token"]), family_id=family_id,
+                               created_at=now, expires_at=family_expires_at, rotated_at=None)
+    rows["audit"] = audit.row("token.issued", actor=f"client:{client.get_client_id()}",
+                              subject=principal.identity.id if principal else None,
+                              client_id=client.get_client_id(), reason=grant_type, origin=origin(),
+                              with_refresh=bool(token.get("refresh_token")))
+    _write(session, rows)
     observability.TOKENS.labels(grant_type or "unknown").inc()
-    audit.record(session, "token.issued", actor=f"client:{client.get_client_id()}",
-                 subject=principal.identity.id if principal else None, client_id=client.get_client_id(),
-                 reason=grant_type, origin=origin(), with_refresh=bool(token.get("refresh_token")))
 
 
 def revoke_family(session: Session, family_id: str, reason: str) -> bool:

@@ -3,6 +3,9 @@
 Each bucket names what is limited and how much per window. Views call
 ``hit(bucket, key)`` with the key that matters (client, IP, account); the app's
 error handler turns RateLimitedError into the response.
+
+Every request takes a numbered count from its window's counter (idp/storage/counters.py) and is let in
+only if its number is within the limit, so all workers together never let in more than the limit.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def hit(bucket: str, key: str) -> None:
     allowed = max(1, int(allowed * factor))
     now = int(time.time())
     current = now // window
-    count = runtime().store.incr(f"rate:{bucket}", f"{key}:{current}", window + 1)
+    count = runtime().rate_counter.take(bucket, key, current, allowed, window + 1)
     if count > allowed:
         if count == allowed + 1:  # once per window, not once per refused request
             from ..audit import service as audit

@@ -42,7 +42,7 @@ class EphemeralStore(Protocol):
     def get(self, kind: str, ident: str) -> dict | None: ...
     def consume(self, kind: str, ident: str) -> Consumed | None: ...
     def delete(self, kind: str, ident: str) -> None: ...
-    def incr(self, kind: str, ident: str, ttl: int) -> int: ...
+    def incr(self, kind: str, ident: str, ttl: int, amount: int = 1) -> int: ...
     def count(self, kind: str, ident: str) -> int: ...
     def ping(self) -> bool: ...
 
@@ -109,11 +109,11 @@ class SQLStore:
         with self._engine.begin() as connection:
             connection.execute(self._delete, {"entry_key": key(kind, ident)})
 
-    def incr(self, kind, ident, ttl):
+    def incr(self, kind, ident, ttl, amount=1):
         now = utcnow()
         with self._engine.begin() as connection:
             return int(connection.execute(self._incr, {
-                "counter_key": key(kind, ident), "now": now,
+                "counter_key": key(kind, ident), "now": now, "amount": amount,
                 "new_expires_at": now + dt.timedelta(seconds=ttl)}).scalar_one())
 
     def count(self, kind, ident):
@@ -135,12 +135,13 @@ def _incr_statement(dialect: str):
     INSERT ... ON CONFLICT DO UPDATE is atomic on SQLite and PostgreSQL without a read first. The SET
     expressions see the old row, so an expired counter starts again at 1. Built once, executed with binds."""
     table = EphemeralEntry.__table__
+    amount = bindparam("amount", type_=Integer())
     insert = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(table).values(
-        key=bindparam("counter_key", type_=String()), value="1",
+        key=bindparam("counter_key", type_=String()), value=cast(amount, Text),
         expires_at=bindparam("new_expires_at", type_=UTCDateTime()), consumed=False)
     expired = table.c.expires_at <= bindparam("now", type_=UTCDateTime())
     return insert.on_conflict_do_update(index_elements=[table.c.key], set_={
-        "value": case((expired, "1"), else_=cast(cast(table.c.value, Integer) + 1, Text)),
+        "value": case((expired, insert.excluded.value), else_=cast(cast(table.c.value, Integer) + amount, Text)),
         "expires_at": case((expired, insert.excluded.expires_at), else_=table.c.expires_at),
         "consumed": case((expired, False), else_=table.c.consumed),
     }).returning(table.c.value)
@@ -185,10 +186,10 @@ class RedisStore:
     def delete(self, kind, ident):
         self._redis.delete(self._k(kind, ident))
 
-    def incr(self, kind, ident, ttl):
+    def incr(self, kind, ident, ttl, amount=1):
         k = self._k(kind, ident)
         pipe = self._redis.pipeline()
-        pipe.incr(k)
+        pipe.incr(k, amount)
         pipe.expire(k, ttl, nx=True)
         count, _ = pipe.execute()
         return int(count)

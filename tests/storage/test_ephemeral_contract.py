@@ -96,6 +96,15 @@ def test_incr_counts_within_window(store):
     assert [store.incr("attempts", key, 60) for _ in range(3)] == [1, 2, 3]
 
 
+def test_incr_by_an_amount_reserves_a_block(store):
+    # Rate limits reserve counts in blocks: the returned total tells the caller which counts are its own.
+    key = ident()
+    assert store.incr("attempts", key, 60, amount=12) == 12
+    assert store.incr("attempts", key, 60) == 13
+    assert store.incr("attempts", key, 60, amount=12) == 25
+    assert store.count("attempts", key) == 25
+
+
 def test_incr_starts_again_after_its_window(store):
     key = ident()
     assert store.incr("attempts", key, 1) == 1
@@ -104,6 +113,13 @@ def test_incr_starts_again_after_its_window(store):
     # The window is over: counting starts again (a lock-out ends), whether or not the old entry was purged.
     assert store.incr("attempts", key, 60) == 1
     assert store.incr("attempts", key, 60) == 2
+
+
+def test_a_block_after_the_window_starts_the_count_again(store):
+    key = ident()
+    assert store.incr("attempts", key, 1, amount=7) == 7
+    time.sleep(1.2)
+    assert store.incr("attempts", key, 60, amount=7) == 7
 
 
 def test_concurrent_incr_hands_out_every_count_once(store):

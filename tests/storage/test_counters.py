@@ -1,0 +1,110 @@
+"""Rate-limit counts reserved in blocks (idp/storage/counters.py), on both store backends.
+
+Two BlockCounters on one store stand for two workers. What a rate limit relies on: every number is
+handed out once across workers, no more requests are let in than the limit, a large limit costs one
+store round trip per block, a small one is counted exactly, and a forked worker never reuses its
+parent's reserved numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+from idp.storage.counters import BlockCounter
+from tests.storage.test_ephemeral_contract import store  # noqa: F401  (the both-backends fixture)
+
+TTL = 61
+
+
+class CountingStore:
+    """The real store, counting the round trips made to it."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.increments = 0
+
+    def incr(self, kind, ident, ttl, amount=1):
+        self.increments += 1
+        return self.backend.incr(kind, ident, ttl, amount=amount)
+
+
+def test_a_large_limit_costs_one_store_round_trip_per_block(store):  # noqa: F811
+    counting = CountingStore(store)
+    counter = BlockCounter(counting)
+    key = uuid.uuid4().hex
+    numbers = [counter.take("token", key, 1, 600, TTL) for _ in range(40)]
+    assert numbers == list(range(1, 41))
+    # 600 // 50 = 12 per block: 40 requests, 4 round trips.
+    assert counting.increments == 4
+    assert store.count("rate:token", f"{key}:1") == 48
+
+
+def test_two_workers_never_let_in_more_than_the_limit(store):  # noqa: F811
+    allowed, key = 200, uuid.uuid4().hex
+    workers = [BlockCounter(store), BlockCounter(store)]
+    numbers = [workers[i % 2].take("token", key, 7, allowed, TTL) for i in range(260)]
+    admitted = [n for n in numbers if n <= allowed]
+    assert len(admitted) == len(set(admitted)), "a number was handed out twice"
+    assert len(admitted) <= allowed
+    # Early by at most one unused block (4 counts) per worker.
+    assert len(admitted) >= allowed - 2 * (allowed // 50)
+    # Exactly one request is the first past the limit: the one that records the audit event.
+    assert numbers.count(allowed + 1) == 1
+
+
+def test_past_the_limit_a_worker_stops_asking_the_store_until_the_next_window(store):  # noqa: F811
+    counting = CountingStore(store)
+    counter = BlockCounter(counting)
+    key = uuid.uuid4().hex
+    numbers = [counter.take("token", key, 3, 100, TTL) for _ in range(110)]
+    assert max(n for n in numbers if n <= 100) == 100
+    assert all(n > 100 for n in numbers[100:])
+    assert counting.increments == 51  # 50 blocks of 2 up to the limit, one more that crossed it, then none
+    assert counter.take("token", key, 4, 100, TTL) == 1  # a new window starts again
+
+
+def test_a_small_limit_is_counted_exactly(store):  # noqa: F811
+    counting = CountingStore(store)
+    workers = [BlockCounter(counting), BlockCounter(counting)]
+    key = uuid.uuid4().hex
+    numbers = [workers[i % 2].take("register", key, 1, 30, TTL) for i in range(32)]
+    assert numbers == list(range(1, 33))
+    assert counting.increments == 32
+
+
+def test_threads_of_one_worker_share_its_blocks(store):  # noqa: F811
+    counter, key, numbers = BlockCounter(store), uuid.uuid4().hex, []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(50):
+            number = counter.take("token", key, 1, 100_000, TTL)
+            with lock:
+                numbers.append(number)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers) == list(range(1, 201))
+
+
+def test_a_forked_worker_does_not_reuse_its_parents_reserved_numbers(store):  # noqa: F811
+    counter, key = BlockCounter(store), uuid.uuid4().hex
+    assert counter.take("token", key, 1, 600, TTL) == 1  # the parent holds 2..12
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first number and leave without running the parent's cleanup
+        try:
+            os.write(write, str(counter.take("token", key, 1, 600, TTL)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_number = int(os.read(read, 32).decode())
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_number == 13
+    assert counter.take("token", key, 1, 600, TTL) == 2
