@@ -40,7 +40,7 @@ def record(session: Session, event: str, *, commit: bool = False, **fields) -> N
     """Add an event to the caller's transaction (commit=True commits it alone)."""
     # A Core INSERT in the caller's transaction (rolled back with it): events are written, never read back
     # in the same request.
-    session.execute(_INSERT, row(event, **fields))
+    session.connection().execute(_INSERT, row(event, **fields))
     if commit:
         session.commit()
 

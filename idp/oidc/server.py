@@ -79,7 +79,8 @@ class AuthorizationServer(FlaskAuthorizationServer):
             return request
         if isinstance(request, MultiDict):
             return ParamsOAuth2Request(runtime().settings.issuer + "/authorize", request)
-        return FlaskOAuth2Request(flask_request)
+        # The request object itself, not Flask's proxy: Authlib reads the form through it a dozen times a request.
+        return FlaskOAuth2Request(flask_request._get_current_object())
 
 
 class Issuer(IssuerParameter):

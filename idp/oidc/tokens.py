@@ -75,6 +75,10 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     def get_jwks(self):
         return self.keys.signing_keyset(ACCESS_TOKEN_ALG)
 
+    def get_jti(self, client, grant_type, user, scope):
+        # 128 random bits from one urandom read (Authlib's default draws 16 characters one by one).
+        return secrets.token_urlsafe(16)
+
     def get_audiences(self, client, user, scope):
         # From the request's resource indicators (RFC 8707); without one the
         # token is for the IdP's own APIs (UserInfo, the agreements API).
@@ -143,16 +147,18 @@ def _one_statement(parts: tuple[str, ...], columns: tuple[tuple[str, ...], ...])
 
 
 def _write(session: Session, rows: dict[str, dict]) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    # On the session's connection, in its transaction: Core statements need none of the ORM's execution path.
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         parts = tuple(rows)
         columns = tuple(tuple(rows[part]) for part in parts)
         params = {f"{_PARTS[part][1]}_{name}": value for part in parts for name, value in rows[part].items()}
-        session.execute(_one_statement(parts, columns), params)
+        connection.execute(_one_statement(parts, columns), params)
         return
     statements = {"family": _INSERT_FAMILY, "access": _INSERT_ACCESS_TOKEN, "refresh": _INSERT_REFRESH_TOKEN,
                   "audit": _INSERT_AUDIT}
     for part, values in rows.items():
-        session.execute(statements[part], values)
+        connection.execute(statements[part], values)
 
 
 def persist(session: Session, token: dict, client, principal: Principal | None, *, new_family: bool,
