@@ -156,6 +156,6 @@ class DeviceCode(DeviceCodeGrant):
         if consumed is None or not consumed.first:
             raise InvalidGrantError("The device code was already used.")
         session = db_session()
-        tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
+        tokens.persist(session.connection(), token, self.request.client, self.request.user, new_family=True,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         session.commit()

@@ -228,7 +228,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_token(self, token):
         session = db_session()
         family_id = self.request.user.family_id
-        tokens.persist(session, token, self.request.client, self.request.user, new_family=True,
+        tokens.persist(session.connection(), token, self.request.client, self.request.user, new_family=True,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         session.commit()
         if runtime().store.get(REPLAYED, family_id) is not None:
@@ -248,10 +248,10 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = [m for m in TOKEN_ENDPOINT_AUTH_METHODS if m != "none"]
 
     def save_token(self, token):
-        session = db_session()
-        tokens.persist(session, token, self.request.client, None, new_family=False,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
-        session.commit()
+        # Nothing else happens in this grant's transaction: a Core one, without an ORM session.
+        with runtime().db.engine.begin() as connection:
+            tokens.persist(connection, token, self.request.client, None, new_family=False,
+                           refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -285,8 +285,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                           getattr(self.request, "agreement", None), self.request.client)
 
     def save_token(self, token):
-        tokens.persist(db_session(), token, self.request.client, self.request.user, new_family=False,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
+        tokens.persist(db_session().connection(), token, self.request.client, self.request.user, new_family=False,
+                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE,
+                       family_expires_at=self.request.refresh_token.family.expires_at)
 
     def revoke_old_credential(self, refresh_token):
         session = db_session()

@@ -121,7 +121,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
             session.rollback()
             tokens.revoke_family(session, family.id, "refresh_token_reuse")
             raise InvalidRequestError("The subject token is not valid.")
-        tokens.persist(session, token, self.request.client, user, new_family=True,
+        tokens.persist(session.connection(), token, self.request.client, user, new_family=True,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, parent_id=family.id,
                        grant_type=self.GRANT_TYPE)
         session.commit()

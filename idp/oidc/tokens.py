@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from authlib.oauth2.rfc6749 import scope_to_list
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..agreements.service import Selected
@@ -146,9 +147,7 @@ def _one_statement(parts: tuple[str, ...], columns: tuple[tuple[str, ...], ...])
     return last.add_cte(*(statement.cte(f"new_{part}") for statement, part in zip(ctes, parts)))
 
 
-def _write(session: Session, rows: dict[str, dict]) -> None:
-    # On the session's connection, in its transaction: Core statements need none of the ORM's execution path.
-    connection = session.connection()
+def _write(connection: Connection, rows: dict[str, dict]) -> None:
     if connection.dialect.name == "postgresql":
         parts = tuple(rows)
         columns = tuple(tuple(rows[part]) for part in parts)
@@ -161,16 +160,19 @@ def _write(session: Session, rows: dict[str, dict]) -> None:
         connection.execute(statements[part], values)
 
 
-def persist(session: Session, token: dict, client, principal: Principal | None, *, new_family: bool,
-            refresh_token_ttl: int, parent_id: str | None = None, grant_type: str | None = None) -> None:
-    """Record the tokens of one token response and its audit event (no commit: the grant owns the
-    transaction)."""
-    # Core INSERTs in the grant's transaction: the same rows as session.add() would write, without the unit of
-    # work's bookkeeping for objects nobody reads back in this request (the token endpoint's hottest cost).
+def persist(connection: Connection, token: dict, client, principal: Principal | None, *, new_family: bool,
+            refresh_token_ttl: int, parent_id: str | None = None, grant_type: str | None = None,
+            family_expires_at: dt.datetime | None = None) -> None:
+    """Record the tokens of one token response and its audit event in the caller's transaction (no commit).
+
+    ``connection`` is the grant's: ``session.connection()`` where the grant did more in its transaction
+    (redeeming a code, rotating a refresh token), or a Core transaction of its own. A refresh token issued
+    into an existing family ends when the family does: ``family_expires_at``."""
+    # Core INSERTs: the same rows as session.add() would write, without the unit of work's bookkeeping for
+    # objects nobody reads back in this request (the token endpoint's hottest cost).
     now = utcnow()
     rows: dict[str, dict] = {}
     family_id = principal.family_id if principal else None
-    family_expires_at = None
     if principal and new_family:
         family_expires_at = now + dt.timedelta(seconds=refresh_token_ttl)
         rows["family"] = dict(
@@ -192,14 +194,15 @@ def persist(session: Session, token: dict, client, principal: Principal | None, 
     )
     if token.get("refresh_token"):
         if family_expires_at is None:
-            family_expires_at = session.get(TokenFamily, family_id).expires_at
+            family_expires_at = connection.execute(
+                select(TokenFamily.expires_at).where(TokenFamily.id == family_id)).scalar_one()
         rows["refresh"] = dict(token_hash=hasher().hash(token["refresh_token"]), family_id=family_id,
                                created_at=now, expires_at=family_expires_at, rotated_at=None)
     rows["audit"] = audit.row("token.issued", actor=f"client:{client.get_client_id()}",
                               subject=principal.identity.id if principal else None,
                               client_id=client.get_client_id(), reason=grant_type, origin=origin(),
                               with_refresh=bool(token.get("refresh_token")))
-    _write(session, rows)
+    _write(connection, rows)
     observability.TOKENS.labels(grant_type or "unknown").inc()
 
 
