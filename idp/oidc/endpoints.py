@@ -16,7 +16,7 @@ from joserfc.errors import JoseError
 
 from ..clients.models import Client
 from ..extensions import db_session, runtime
-from ..grants.models import AccessToken, RefreshToken
+from ..grants.models import RefreshToken
 from ..identities.models import Identity
 from ..storage.db import utcnow
 from . import claims, subjects, tokens
@@ -29,7 +29,7 @@ class IssuedToken:
     """An access or refresh token of ours, as Authlib's endpoints see it."""
 
     kind: str  # "access_token" | "refresh_token"
-    record: AccessToken | RefreshToken
+    record: tokens.AccessTokenState | RefreshToken
     jwt_claims: dict | None = None
 
     @property
@@ -71,7 +71,7 @@ def _find_access(value: str) -> IssuedToken | None:
         return None
     if decoded.header.get("typ") != "at+jwt" or decoded.claims.get("iss") != runtime().settings.issuer:
         return None
-    record = tokens.find_access_token(db_session(), str(decoded.claims.get("jti")))
+    record = tokens.access_token_state(db_session(), str(decoded.claims.get("jti")))
     return IssuedToken("access_token", record, decoded.claims) if record else None
 
 
@@ -105,8 +105,7 @@ class Revocation(RevocationEndpoint):
     def revoke_token(self, token: IssuedToken, request):
         session = db_session()
         if token.kind == "access_token":
-            token.record.revoked_at = utcnow()
-            session.commit()
+            tokens.revoke_access_token(session, token.record.jti)
         else:
             # RFC 7009 §2.1: revoking a refresh token SHOULD also invalidate the
             # access tokens of the same grant; the family holds them all.
@@ -157,12 +156,13 @@ class Introspection(IntrospectionEndpoint):
 class UserInfo(UserInfoEndpoint):
     def __call__(self, request):
         token = self.resource_protector.acquire_token("openid")
-        record = tokens.find_access_token(db_session(), token["jti"])
+        record = tokens.access_token_state(db_session(), token["jti"])
         identity = db_session().get(Identity, record.identity_id) if record and record.identity_id else None
         if identity is None or identity.disabled:
             raise InvalidTokenError()
         client = db_session().get(Client, token["client_id"])
-        info = claims.user_info(identity, token.get("scope", ""), requested=claims.requested(record.family, "userinfo"))
+        info = claims.user_info(identity, token.get("scope", ""),
+                                requested=claims.requested(record.claims_request, "userinfo"))
         info["sub"] = subjects.subject_for(identity, client)
         if "agreement" in (scope_to_list(token.get("scope", "")) or []):
             # The agreement is the one this access token was issued for; the

@@ -242,4 +242,47 @@ def claim_rotation(session: Session, refresh_token: RefreshToken) -> bool:
 
 
 def find_access_token(session: Session, jti: str) -> AccessToken | None:
-    return session.execute(select(AccessToken).where(AccessToken.jti == jti)).scalar_one_or_none()
+    return session.get(AccessToken, jti)
+
+
+@dataclass(frozen=True)
+class AccessTokenState:
+    """What a resource, UserInfo or introspection needs to know of a recorded access token: read with one
+    Core SELECT (token joined to its family), not loaded as ORM objects, on every API call."""
+
+    jti: str
+    client_id: str
+    identity_id: str | None
+    scope: str
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    family_id: str | None
+    family_revoked_at: dt.datetime | None
+    #: The family's OIDC ``claims`` request (for UserInfo), None for a token without a family.
+    claims_request: dict | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and self.family_revoked_at is None and self.expires_at > utcnow()
+
+
+_ACCESS_TOKENS, _FAMILIES = AccessToken.__table__, TokenFamily.__table__
+_ACCESS_TOKEN_STATE = (
+    select(_ACCESS_TOKENS.c.jti, _ACCESS_TOKENS.c.client_id, _ACCESS_TOKENS.c.identity_id, _ACCESS_TOKENS.c.scope,
+           _ACCESS_TOKENS.c.expires_at, _ACCESS_TOKENS.c.revoked_at, _ACCESS_TOKENS.c.family_id,
+           _FAMILIES.c.revoked_at.label("family_revoked_at"), _FAMILIES.c.claims_request)
+    .select_from(_ACCESS_TOKENS.outerjoin(_FAMILIES, _FAMILIES.c.id == _ACCESS_TOKENS.c.family_id))
+    .where(_ACCESS_TOKENS.c.jti == bindparam("jti"))
+)
+
+
+def access_token_state(session: Session, jti: str) -> AccessTokenState | None:
+    row = session.connection().execute(_ACCESS_TOKEN_STATE, {"jti": jti}).first()
+    return AccessTokenState(**row._mapping) if row is not None else None
+
+
+def revoke_access_token(session: Session, jti: str) -> None:
+    """Revoke one access token; commits."""
+    session.execute(update(AccessToken).where(AccessToken.jti == jti, AccessToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
+    session.commit()
