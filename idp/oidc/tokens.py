@@ -233,12 +233,18 @@ def find_refresh_token(session: Session, value: str) -> RefreshToken | None:
     return session.get(RefreshToken, hasher().hash(value))
 
 
+_CLAIM_ROTATION = (update(RefreshToken.__table__)
+                   .where(RefreshToken.__table__.c.token_hash == bindparam("claimed_hash"),
+                          RefreshToken.__table__.c.rotated_at.is_(None))
+                   .values(rotated_at=bindparam("now", type_=RefreshToken.__table__.c.rotated_at.type)))
+
+
 def claim_rotation(session: Session, refresh_token: RefreshToken) -> bool:
     """Mark a refresh token used; False if another request already did (reuse)."""
-    return session.execute(
-        update(RefreshToken).where(RefreshToken.token_hash == refresh_token.token_hash, RefreshToken.rotated_at.is_(None))
-        .values(rotated_at=utcnow())
-    ).rowcount == 1
+    # The conditional UPDATE is the atomic step. A Core statement built once, on the session's connection:
+    # the ORM's bulk-update path would also search the identity map for objects to synchronise.
+    return session.connection().execute(_CLAIM_ROTATION, {"claimed_hash": refresh_token.token_hash,
+                                                          "now": utcnow()}).rowcount == 1
 
 
 def find_access_token(session: Session, jti: str) -> AccessToken | None:
