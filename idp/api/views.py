@@ -6,8 +6,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
 
 from ..agreements import service as agreements
-from ..clients.models import Client
-from ..extensions import db_session
+from ..extensions import db_session, runtime
 from ..oidc import tokens
 from ..policies import rate_limits
 
@@ -32,7 +31,7 @@ def my_agreements():
         return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
     if not 1 <= limit <= agreements.MAX_PAGE:
         return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
-    client = db_session().get(Client, token["client_id"])
+    client = runtime().clients.get(db_session(), token["client_id"])
     # The token's sub may be pairwise; the record knows whose token it is.
     record = tokens.access_token_state(db_session(), token["jti"])
     if record is None or record.identity_id is None:

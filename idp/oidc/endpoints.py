@@ -14,7 +14,6 @@ from authlib.oidc.core import UserInfoEndpoint
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from ..clients.models import Client
 from ..extensions import db_session, runtime
 from ..grants.models import RefreshToken
 from ..identities.models import Identity
@@ -139,7 +138,7 @@ class Introspection(IntrospectionEndpoint):
             payload["token_type"] = "DPoP" if "cnf" in payload else "Bearer"
             return payload
         family = token.record.family
-        client = db_session().get(Client, family.client_id)
+        client = runtime().clients.get(db_session(), family.client_id)
         identity = db_session().get(Identity, family.identity_id)
         return {
             "scope": family.scope, "client_id": family.client_id, "token_type": "refresh_token",
@@ -160,7 +159,7 @@ class UserInfo(UserInfoEndpoint):
         identity = db_session().get(Identity, record.identity_id) if record and record.identity_id else None
         if identity is None or identity.disabled:
             raise InvalidTokenError()
-        client = db_session().get(Client, token["client_id"])
+        client = runtime().clients.get(db_session(), token["client_id"])
         info = claims.user_info(identity, token.get("scope", ""),
                                 requested=claims.requested(record.claims_request, "userinfo"))
         info["sub"] = subjects.subject_for(identity, client)
