@@ -15,7 +15,6 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from ..extensions import db_session, runtime
-from ..grants.models import RefreshToken
 from ..identities.models import Identity
 from ..storage.db import utcnow
 from . import claims, subjects, tokens
@@ -28,12 +27,12 @@ class IssuedToken:
     """An access or refresh token of ours, as Authlib's endpoints see it."""
 
     kind: str  # "access_token" | "refresh_token"
-    record: tokens.AccessTokenState | RefreshToken
+    record: tokens.AccessTokenState | tokens.RefreshTokenState
     jwt_claims: dict | None = None
 
     @property
     def client_id(self) -> str:
-        return self.record.client_id if self.kind == "access_token" else self.record.family.client_id
+        return self.record.client_id
 
     def check_client(self, client) -> bool:
         return self.client_id == client.client_id
@@ -47,7 +46,7 @@ class IssuedToken:
         return self.record.is_revoked()
 
     def get_scope(self) -> str:
-        return self.record.scope if self.kind == "access_token" else self.record.family.scope
+        return self.record.scope
 
 
 def find_token(value: str, hint: str | None) -> IssuedToken | None:
@@ -77,7 +76,7 @@ def _find_access(value: str) -> IssuedToken | None:
 def _find_refresh(value: str) -> IssuedToken | None:
     if len(value) > 512:
         return None
-    record = tokens.find_refresh_token(db_session(), value)
+    record = tokens.refresh_token_state(db_session(), value)
     return IssuedToken("refresh_token", record) if record else None
 
 
@@ -137,14 +136,14 @@ class Introspection(IntrospectionEndpoint):
             payload = {k: v for k, v in token.jwt_claims.items() if k != "typ"}
             payload["token_type"] = "DPoP" if "cnf" in payload else "Bearer"
             return payload
-        family = token.record.family
-        client = runtime().clients.get(db_session(), family.client_id)
-        identity = db_session().get(Identity, family.identity_id)
+        record = token.record
+        client = runtime().clients.get(db_session(), record.client_id)
         return {
-            "scope": family.scope, "client_id": family.client_id, "token_type": "refresh_token",
-            "iss": runtime().settings.issuer, "iat": int(token.record.created_at.timestamp()),
-            "exp": int(token.record.expires_at.timestamp()),
-            "sub": subjects.subject_for(identity, client) if identity else None,
+            "scope": record.scope, "client_id": record.client_id, "token_type": "refresh_token",
+            "iss": runtime().settings.issuer, "iat": int(record.created_at.timestamp()),
+            "exp": int(record.expires_at.timestamp()),
+            # The family's identity (deleting an identity deletes its families, tokens and all).
+            "sub": subjects.subject_for_id(record.identity_id, client) if record.identity_id else None,
         }
 
     def create_endpoint_response(self, request):

@@ -22,8 +22,13 @@ def sector_of(client) -> str:
 
 
 def subject_for(identity, client) -> str:
+    return subject_for_id(identity.id, client)
+
+
+def subject_for_id(identity_id: str, client) -> str:
+    """The ``sub`` ``client`` sees for an identity, from its id alone."""
     if client is None or client.meta("subject_type") != "pairwise":
-        return identity.id
+        return identity_id
     key = derive_key(runtime().settings.pairwise_salt or runtime().settings.secret_key, "pairwise-sub")
-    digest = hmac.new(key, f"{sector_of(client)}|{identity.id}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(key, f"{sector_of(client)}|{identity_id}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -264,7 +264,7 @@ class AccessTokenState:
     revoked_at: dt.datetime | None
     family_id: str | None
     family_revoked_at: dt.datetime | None
-    #: The family's OIDC ``claims`` request (for UserInfo), None for a token without a family.
+    #: The family's OIDC ``claims`` request (for UserInfo); empty for a token without a family.
     claims_request: dict | None
 
     @property
@@ -285,6 +285,39 @@ _ACCESS_TOKEN_STATE = (
 def access_token_state(session: Session, jti: str) -> AccessTokenState | None:
     row = session.connection().execute(_ACCESS_TOKEN_STATE, {"jti": jti}).first()
     return AccessTokenState(**row._mapping) if row is not None else None
+
+
+@dataclass(frozen=True)
+class RefreshTokenState:
+    """A refresh token and its family as introspection and revocation see them: one Core SELECT."""
+
+    token_hash: str
+    family_id: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    rotated_at: dt.datetime | None
+    client_id: str
+    identity_id: str | None
+    scope: str
+    family_revoked_at: dt.datetime | None
+
+    def is_revoked(self) -> bool:
+        return self.family_revoked_at is not None or self.rotated_at is not None
+
+
+_REFRESH_TOKENS = RefreshToken.__table__
+_REFRESH_TOKEN_STATE = (
+    select(_REFRESH_TOKENS.c.token_hash, _REFRESH_TOKENS.c.family_id, _REFRESH_TOKENS.c.created_at,
+           _REFRESH_TOKENS.c.expires_at, _REFRESH_TOKENS.c.rotated_at, _FAMILIES.c.client_id, _FAMILIES.c.identity_id,
+           _FAMILIES.c.scope, _FAMILIES.c.revoked_at.label("family_revoked_at"))
+    .select_from(_REFRESH_TOKENS.join(_FAMILIES, _FAMILIES.c.id == _REFRESH_TOKENS.c.family_id))
+    .where(_REFRESH_TOKENS.c.token_hash == bindparam("hash"))
+)
+
+
+def refresh_token_state(session: Session, value: str) -> RefreshTokenState | None:
+    row = session.connection().execute(_REFRESH_TOKEN_STATE, {"hash": hasher().hash(value)}).first()
+    return RefreshTokenState(**row._mapping) if row is not None else None
 
 
 def revoke_access_token(session: Session, jti: str) -> None:
