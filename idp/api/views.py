@@ -33,7 +33,7 @@ def my_agreements():
         return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
     client = runtime().clients.get(db_session(), token["client_id"])
     # The token's sub may be pairwise; the record knows whose token it is.
-    record = tokens.access_token_state(db_session(), token["jti"])
+    record = tokens.access_token_state(runtime().db, token["jti"])
     if record is None or record.identity_id is None:
         # A client_credentials token has no person, so no agreements to list.
         return _error(403, "insufficient_scope", "This API needs a token issued to a person.")

@@ -69,14 +69,14 @@ def _find_access(value: str) -> IssuedToken | None:
         return None
     if decoded.header.get("typ") != "at+jwt" or decoded.claims.get("iss") != runtime().settings.issuer:
         return None
-    record = tokens.access_token_state(db_session(), str(decoded.claims.get("jti")))
+    record = tokens.access_token_state(runtime().db, str(decoded.claims.get("jti")))
     return IssuedToken("access_token", record, decoded.claims) if record else None
 
 
 def _find_refresh(value: str) -> IssuedToken | None:
     if len(value) > 512:
         return None
-    record = tokens.refresh_token_state(db_session(), value)
+    record = tokens.refresh_token_state(runtime().db, value)
     return IssuedToken("refresh_token", record) if record else None
 
 
@@ -154,7 +154,7 @@ class Introspection(IntrospectionEndpoint):
 class UserInfo(UserInfoEndpoint):
     def __call__(self, request):
         token = self.resource_protector.acquire_token("openid")
-        record = tokens.access_token_state(db_session(), token["jti"])
+        record = tokens.access_token_state(runtime().db, token["jti"])
         identity = db_session().get(Identity, record.identity_id) if record and record.identity_id else None
         if identity is None or identity.disabled:
             raise InvalidTokenError()

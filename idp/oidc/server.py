@@ -114,7 +114,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         self.check_recorded(token)
 
     def check_recorded(self, token):
-        record = tokens.access_token_state(db_session(), token["jti"])
+        record = tokens.access_token_state(runtime().db, token["jti"])
         if record is None or not record.active:
             raise InvalidTokenError(realm=self.realm)
 

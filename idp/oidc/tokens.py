@@ -26,7 +26,7 @@ from ..security import hasher, new_secret
 from ..audit import service as audit
 from ..audit.models import AuditEvent
 from ..extensions import origin
-from ..storage.db import utcnow
+from ..storage.db import Database, utcnow
 from .. import observability
 from . import dpop
 
@@ -282,8 +282,8 @@ _ACCESS_TOKEN_STATE = (
 )
 
 
-def access_token_state(session: Session, jti: str) -> AccessTokenState | None:
-    row = session.connection().execute(_ACCESS_TOKEN_STATE, {"jti": jti}).first()
+def access_token_state(database: Database, jti: str) -> AccessTokenState | None:
+    row = database.read(_ACCESS_TOKEN_STATE, {"jti": jti})
     return AccessTokenState(**row._mapping) if row is not None else None
 
 
@@ -315,8 +315,8 @@ _REFRESH_TOKEN_STATE = (
 )
 
 
-def refresh_token_state(session: Session, value: str) -> RefreshTokenState | None:
-    row = session.connection().execute(_REFRESH_TOKEN_STATE, {"hash": hasher().hash(value)}).first()
+def refresh_token_state(database: Database, value: str) -> RefreshTokenState | None:
+    row = database.read(_REFRESH_TOKEN_STATE, {"hash": hasher().hash(value)})
     return RefreshTokenState(**row._mapping) if row is not None else None
 
 
