@@ -248,10 +248,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = [m for m in TOKEN_ENDPOINT_AUTH_METHODS if m != "none"]
 
     def save_token(self, token):
-        # Nothing else happens in this grant's transaction: a Core one, without an ORM session.
-        with runtime().db.engine.begin() as connection:
-            tokens.persist(connection, token, self.request.client, None, new_family=False,
-                           refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
+        tokens.persist_alone(runtime().db, token, self.request.client,
+                             refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
