@@ -1,0 +1,202 @@
+"""The cost of one request inside our process, without an HTTP server or a load generator (issue 9).
+
+    python bench/inprocess.py --db sqlite --scenario client_credentials        # CPU ms per request
+    python bench/inprocess.py --db pg --scenario introspection --profile       # + cProfile's top functions
+    python bench/inprocess.py --db sqlite --scenario client_credentials --instructions   # valgrind, ~40 s
+
+Calls the WSGI app directly (the same app `bench/run.py` serves, on a fresh database prepared the same
+way) for the token endpoint's client_credentials grant or for introspection of an access token.
+
+Why: on a shared VM a CPU-time figure moves by ±30 % from one minute to the next (a fixed pure-Python
+loop did too), so a change worth 5 % cannot be seen in `bench/run.py`'s figures. Two ways out:
+
+* CPU time per request, each short round divided by the CPU time of a fixed loop run just before and
+  after it, so a slower machine slows both (median and lower quartile over the rounds). This still moves
+  by ~10 %, because the machine's slowness is not only the interpreter's.
+* ``--instructions``: instructions executed per request, counted by valgrind's callgrind with
+  instrumentation switched on only for the measured requests (the set-up runs uninstrumented). The
+  count repeats to within 1 % and is what A/B comparisons of a code change should use. It sees user-space
+  instructions only: a round trip's kernel time and the database server's work are not in it, so
+  changes that save round trips on PostgreSQL need the CPU figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import run as bench_run  # noqa: E402  (bench/run.py: the clients and database preparation)
+
+ISSUER = "http://127.0.0.1:5999"
+#: CPU ms of the reference loop on this VM when it was quiet.
+SPIN_REFERENCE_MS = 11.0
+
+
+def spin() -> float:
+    started = time.process_time()
+    total = 0
+    for i in range(200_000):
+        total += i * i
+    return time.process_time() - started
+
+
+def prepare(db: str):
+    class Args:
+        pg_url = "postgresql+psycopg://postgres@127.0.0.1:5432/idp_bench_inprocess"
+        redis_url = "redis://127.0.0.1:6379/0"
+
+    variant = bench_run.Variant(db, Args)
+    variant.workdir = bench_run.TMP / f"idp-bench-inprocess-{db}"
+    if db == "sqlite":
+        variant.database_url = f"sqlite:///{variant.workdir / 'idp.sqlite3'}"
+    variant.prepare()
+    os.environ.update(variant.env(ISSUER))
+    import logging
+
+    from idp.wsgi import app
+
+    logging.getLogger().handlers.clear()  # the access log is measured by bench/run.py, not here
+    return app
+
+
+def caller(app):
+    def call(method: str, path: str, body: bytes = b"", headers=()) -> tuple[str, bytes]:
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+                   "SERVER_PORT": "5999", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+                   "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+                   "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0),
+                   "REMOTE_ADDR": "127.0.0.1", "CONTENT_LENGTH": str(len(body)),
+                   "CONTENT_TYPE": "application/x-www-form-urlencoded", "HTTP_HOST": "127.0.0.1:5999"}
+        for name, value in headers:
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        status = {}
+
+        def start_response(line, _headers, _exc=None):
+            status["line"] = line
+
+        body_out = b"".join(app(environ, start_response))
+        return status["line"], body_out
+
+    return call
+
+
+def request_for(scenario: str, call):
+    auth = ("Authorization", bench_run.basic(bench_run.CC_CLIENT))
+    line, body = call("POST", "/token", b"grant_type=client_credentials", [auth])
+    if not line.startswith("200"):
+        raise SystemExit(f"token request failed: {line} {body[:300]!r}")
+    if scenario == "client_credentials":
+        return lambda: call("POST", "/token", b"grant_type=client_credentials", [auth])
+    form = ("token=" + json.loads(body)["access_token"]).encode()
+    return lambda: call("POST", "/introspect", form, [auth])
+
+
+def child(args) -> None:
+    """Runs under valgrind: set up uninstrumented, then the measured requests when told to."""
+    app = prepare(args.db)
+    send = request_for(args.scenario, caller(app))
+    for _ in range(50):
+        send()
+    marks = pathlib.Path(os.environ["BENCH_MARKS"])
+    (marks / "ready").write_text(str(os.getpid()))
+    while not (marks / "go").exists():
+        time.sleep(0.05)
+    for _ in range(args.requests):
+        send()
+    (marks / "done").write_text("1")
+    while not (marks / "end").exists():
+        time.sleep(0.05)
+
+
+def instructions(args) -> int:
+    marks = pathlib.Path(tempfile.mkdtemp(prefix="idp-bench-inprocess-"))
+    out = marks / "callgrind.out"
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
+            __file__, "--child", "--db", args.db, "--scenario", args.scenario, "--requests", str(args.requests)]
+    process = subprocess.Popen(argv, env={**os.environ, "BENCH_MARKS": str(marks)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    while not (marks / "ready").exists():
+        if process.poll() is not None:
+            raise SystemExit(process.stderr.read()[-3000:])
+        time.sleep(0.2)
+    subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True, capture_output=True)
+    (marks / "go").write_text("1")
+    while not (marks / "done").exists():
+        time.sleep(0.2)
+    subprocess.run(["callgrind_control", "-i", "off", str(process.pid)], check=True, capture_output=True)
+    (marks / "end").write_text("1")
+    process.wait()
+    total = 0
+    for path in marks.glob("callgrind.out*"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total = max(total, int(line.split()[1]))
+    if not total:
+        raise SystemExit("callgrind wrote no totals")
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=("sqlite", "pg"), default="sqlite")
+    parser.add_argument("--scenario", choices=("client_credentials", "introspection"), default="client_credentials")
+    parser.add_argument("--requests", type=int, default=100, help="per round (default 100)")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--profile", action="store_true", help="cProfile 2000 requests; print the top functions")
+    parser.add_argument("--instructions", action="store_true", help="instructions per request (valgrind)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    if args.instructions:
+        total = instructions(args)
+        print(f"{args.db} {args.scenario}: {total / args.requests / 1e6:.3f} M instructions per request "
+              f"({args.requests} requests, callgrind)")
+        return 0
+    send = request_for(args.scenario, caller(prepare(args.db)))
+    for _ in range(200):
+        line, body = send()
+        if not line.startswith("200"):
+            raise SystemExit(f"{args.scenario} failed: {line} {body[:300]!r}")
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(2000):
+            send()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(50)
+        return 0
+    normalised, raw = [], []
+    for _ in range(args.rounds):
+        before = spin()
+        started = time.process_time()
+        for _ in range(args.requests):
+            send()
+        cost = (time.process_time() - started) / args.requests
+        reference = (before + spin()) / 2
+        normalised.append(cost / reference * SPIN_REFERENCE_MS)
+        raw.append(cost * 1000)
+    normalised.sort()
+    print(f"{args.db} {args.scenario}: {statistics.median(normalised):.3f} ms per request normalised "
+          f"(lower quartile {normalised[len(normalised) // 4]:.3f}); raw CPU median {statistics.median(raw):.3f}, "
+          f"min {min(raw):.3f} ms ({args.rounds} rounds of {args.requests})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
