@@ -39,13 +39,15 @@ class BlockCounter:
         self._store = store
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str], _Held] = {}
+        self._reserving: set[tuple[str, str]] = set()
         _counters.add(self)
 
     def take(self, bucket: str, key: str, window: int, allowed: int, ttl: int) -> int:
         """This request's number in the window's count."""
         block = min(MAX_BLOCK, allowed // BLOCK_DIVISOR)
+        kind, ident = f"rate:{bucket}", f"{key}:{window}"
         if block <= 1:
-            return self._store.incr(f"rate:{bucket}", f"{key}:{window}", ttl)
+            return self._store.incr(kind, ident, ttl)
         slot = (bucket, key)
         with self._lock:
             held = self._held.get(slot)
@@ -56,17 +58,29 @@ class BlockCounter:
                 if held.exhausted:
                     # Past the limit already: refused without asking the store again this window.
                     return allowed + 2
-            # Reserved under the lock so two threads never reserve a block each and strand one of them.
-            last = self._store.incr(f"rate:{bucket}", f"{key}:{window}", ttl, amount=block)
-            first = last - block + 1
+            reserving = slot not in self._reserving
+            if reserving:
+                self._reserving.add(slot)
+        if not reserving:
+            # Another thread is reserving this slot's next block: count this request on its own rather than
+            # wait behind that round trip (a store that hangs must not queue every request of the process).
+            return self._store.incr(kind, ident, ttl)
+        try:
+            last = self._store.incr(kind, ident, ttl, amount=block)
+        finally:
+            with self._lock:
+                self._reserving.discard(slot)
+        first = last - block + 1
+        with self._lock:
             if len(self._held) >= MAX_HELD:
                 self._held = {k: v for k, v in self._held.items() if v.window >= window}
             self._held[slot] = _Held(window, first + 1, last, exhausted=last > allowed)
-            return first
+        return first
 
     def _forget(self) -> None:
         self._lock = threading.Lock()
         self._held = {}
+        self._reserving = set()
 
 
 _counters: weakref.WeakSet[BlockCounter] = weakref.WeakSet()

@@ -108,3 +108,28 @@ def test_a_forked_worker_does_not_reuse_its_parents_reserved_numbers(store):  # 
     os.waitpid(pid, 0)
     assert child_number == 13
     assert counter.take("token", key, 1, 600, TTL) == 2
+
+
+def test_a_hanging_store_does_not_queue_the_other_threads(store):  # noqa: F811
+    """While one thread waits on the store for a block, the others are counted one by one, not made to
+    wait behind it (a store outage must not pile every token request of a worker up behind one)."""
+    release, entered = threading.Event(), threading.Event()
+
+    class SlowBlocks(CountingStore):
+        def incr(self, kind, ident, ttl, amount=1):
+            if amount > 1 and not release.is_set():
+                entered.set()
+                release.wait(10)
+            return super().incr(kind, ident, ttl, amount=amount)
+
+    counting = SlowBlocks(store)
+    counter, key, numbers = BlockCounter(counting), uuid.uuid4().hex, []
+    reserving = threading.Thread(target=lambda: numbers.append(counter.take("token", key, 1, 600, TTL)))
+    reserving.start()
+    assert entered.wait(5)
+    others = [counter.take("token", key, 1, 600, TTL) for _ in range(3)]  # returns while the block is pending
+    release.set()
+    reserving.join(5)
+    assert sorted(others + numbers) == [1, 2, 3, 4]
+    assert numbers == [4]  # the block reserved after the single counts: 4..15
+    assert counter.take("token", key, 1, 600, TTL) == 5
