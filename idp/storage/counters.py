@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 
 #: A block is at most this share of the limit ...
@@ -25,10 +26,12 @@ MAX_HELD = 10_000
 class _Held:
     """Counts this process reserved in one window: ``next`` to ``last`` are still unused."""
 
-    __slots__ = ("window", "next", "last", "exhausted")
+    __slots__ = ("window", "next", "last", "exhausted", "stale_after")
 
-    def __init__(self, window: int, first: int, last: int, exhausted: bool):
+    def __init__(self, window: int, first: int, last: int, exhausted: bool, stale_after: float):
         self.window, self.next, self.last, self.exhausted = window, first, last, exhausted
+        #: When the window is certainly over (buckets have windows of different lengths).
+        self.stale_after = stale_after
 
 
 class BlockCounter:
@@ -71,10 +74,11 @@ class BlockCounter:
             with self._lock:
                 self._reserving.discard(slot)
         first = last - block + 1
+        now = time.monotonic()
         with self._lock:
             if len(self._held) >= MAX_HELD:
-                self._held = {k: v for k, v in self._held.items() if v.window >= window}
-            self._held[slot] = _Held(window, first + 1, last, exhausted=last > allowed)
+                self._held = {k: v for k, v in self._held.items() if v.stale_after > now}
+            self._held[slot] = _Held(window, first + 1, last, exhausted=last > allowed, stale_after=now + ttl)
         return first
 
     def _forget(self) -> None:

@@ -133,3 +133,24 @@ def test_a_hanging_store_does_not_queue_the_other_threads(store):  # noqa: F811
     assert sorted(others + numbers) == [1, 2, 3, 4]
     assert numbers == [4]  # the block reserved after the single counts: 4..15
     assert counter.take("token", key, 1, 600, TTL) == 5
+
+
+def test_reservations_of_finished_windows_are_dropped_when_there_are_many(store, monkeypatch):  # noqa: F811
+    from idp.storage import counters
+
+    monkeypatch.setattr(counters, "MAX_HELD", 3)
+    clock = [1000.0]
+    monkeypatch.setattr(counters.time, "monotonic", lambda: clock[0])
+    counter = BlockCounter(store)
+    keys = [uuid.uuid4().hex for _ in range(3)]
+    for key in keys:
+        counter.take("token", key, 1, 600, TTL)
+    clock[0] += TTL + 1  # those windows are over
+    counter.take("token", uuid.uuid4().hex, 2, 600, TTL)
+    assert len(counter._held) == 1
+    # A key whose window is still running keeps its reservation through a clean-up.
+    live = uuid.uuid4().hex
+    counter.take("token", live, 2, 600, TTL)
+    counter.take("token", uuid.uuid4().hex, 2, 600, TTL)
+    counter.take("token", uuid.uuid4().hex, 2, 600, TTL)
+    assert counter.take("token", live, 2, 600, TTL) == 2
