@@ -40,7 +40,7 @@ class Runtime:
     cipher: DataCipher
     #: Clients by id for the protocol endpoints (idp/clients/cache.py).
     clients: ClientCache
-    #: Rate-limit counts, reserved from the store in blocks (idp/policies/rate_limits.py).
+    #: Rate-limit counts, reserved from the store in blocks (idp/storage/counters.py).
     rate_counter: BlockCounter
 
 

@@ -7,7 +7,6 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..agreements import service as agreements
 from ..extensions import db_session, runtime
-from ..oidc import tokens
 from ..policies import rate_limits
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -33,8 +32,8 @@ def my_agreements():
         return _error(400, "invalid_request", "'limit' must be a whole number from 1 to 100.")
     client = runtime().clients.get(db_session(), token["client_id"])
     # The token's sub may be pairwise; the record knows whose token it is.
-    record = tokens.access_token_state(runtime().db, token["jti"])
-    if record is None or record.identity_id is None:
+    record = token.recorded
+    if record.identity_id is None:
         # A client_credentials token has no person, so no agreements to list.
         return _error(403, "insufficient_scope", "This API needs a token issued to a person.")
     try:

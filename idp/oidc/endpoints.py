@@ -154,8 +154,8 @@ class Introspection(IntrospectionEndpoint):
 class UserInfo(UserInfoEndpoint):
     def __call__(self, request):
         token = self.resource_protector.acquire_token("openid")
-        record = tokens.access_token_state(runtime().db, token["jti"])
-        identity = db_session().get(Identity, record.identity_id) if record and record.identity_id else None
+        record = token.recorded
+        identity = db_session().get(Identity, record.identity_id) if record.identity_id else None
         if identity is None or identity.disabled:
             raise InvalidTokenError()
         client = runtime().clients.get(db_session(), token["client_id"])

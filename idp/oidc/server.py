@@ -117,6 +117,8 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         record = tokens.access_token_state(runtime().db, token["jti"])
         if record is None or not record.active:
             raise InvalidTokenError(realm=self.realm)
+        # Kept with the token: UserInfo and the APIs need whose token it is, without reading it again.
+        token.recorded = record
 
 
 class DPoPChallenge(OAuth2Error):

@@ -13,6 +13,7 @@ import threading
 import uuid
 
 from idp.storage.counters import BlockCounter
+from tests.faults.support import simultaneously
 from tests.storage.test_ephemeral_contract import store  # noqa: F401  (the both-backends fixture)
 
 TTL = 61
@@ -75,20 +76,12 @@ def test_a_small_limit_is_counted_exactly(store):  # noqa: F811
 
 
 def test_threads_of_one_worker_share_its_blocks(store):  # noqa: F811
-    counter, key, numbers = BlockCounter(store), uuid.uuid4().hex, []
-    lock = threading.Lock()
+    counter, key = BlockCounter(store), uuid.uuid4().hex
 
-    def worker():
-        for _ in range(50):
-            number = counter.take("token", key, 1, 100_000, TTL)
-            with lock:
-                numbers.append(number)
+    def fifty():
+        return [counter.take("token", key, 1, 100_000, TTL) for _ in range(50)]
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    numbers = [n for result in simultaneously([fifty] * 4) for n in result]
     assert sorted(numbers) == list(range(1, 201))
 
 

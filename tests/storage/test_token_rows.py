@@ -33,13 +33,12 @@ def claims_of(jwt: str) -> dict:
 
 @pytest.fixture
 def statements(app):
-    """INSERT statements sent to the database while the test runs."""
+    """Statements sent to the database while the test runs."""
     seen: list[str] = []
     engine = app.extensions["idp"].db.engine
 
     def before(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith(("INSERT", "WITH")):
-            seen.append(statement)
+        seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", before)
     yield seen
@@ -70,7 +69,8 @@ def test_a_code_exchange_writes_family_tokens_and_event(app, client, factory, db
     assert issued[0].reason == "authorization_code" and issued[0].details == {"with_refresh": True}
 
     if app.extensions["idp"].db.engine.dialect.name == "postgresql":
-        token_inserts = [s for s in statements if "access_tokens" in s]
+        token_inserts = [s for s in statements if s.lstrip().upper().startswith(("INSERT", "WITH"))
+                         and "access_tokens" in s]
         assert len(token_inserts) == 1, token_inserts
         for table in ("token_families", "refresh_tokens", "audit_events"):
             assert table in token_inserts[0]
@@ -113,3 +113,15 @@ def test_a_failed_write_leaves_no_token_and_no_event(client, machine, db, monkey
     assert response.get_json()["error"] == "server_error"
     assert db.execute(select(AccessToken).where(AccessToken.client_id == machine.client_id)).first() is None
     assert db.execute(select(AuditEvent).where(AuditEvent.client_id == machine.client_id)).first() is None
+
+
+def test_userinfo_reads_the_token_record_once(client, factory, statements):
+    """The resource protector's revocation check hands UserInfo whose token it is; no second read."""
+    person = factory.identity()
+    rp = make_rp(client, factory)
+    access_token = rp.token(rp.sign_in(person.email)["code"]).get_json()["access_token"]
+    statements.clear()
+    response = client.get("/userinfo", headers={"Authorization": f"Bearer {access_token}"})
+    assert response.status_code == 200 and response.get_json()["email"] == person.email
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "FROM access_tokens" in s]
+    assert len(reads) == 1, reads
