@@ -166,8 +166,8 @@ def persist(connection: Connection, token: dict, client, principal: Principal | 
     """Record the tokens of one token response and its audit event in the caller's transaction (no commit).
 
     ``connection`` is the grant's: ``session.connection()`` where the grant did more in its transaction
-    (redeeming a code, rotating a refresh token), or a Core transaction of its own. A refresh token issued
-    into an existing family ends when the family does: ``family_expires_at``."""
+    (redeeming a code, rotating a refresh token), or a Core transaction of its own. A refresh token ends when
+    its family does: a new family's end is computed here, an existing one's is ``family_expires_at``."""
     # Core INSERTs: the same rows as session.add() would write, without the unit of work's bookkeeping for
     # objects nobody reads back in this request (the token endpoint's hottest cost).
     now = utcnow()
@@ -193,9 +193,6 @@ def persist(connection: Connection, token: dict, client, principal: Principal | 
         expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc),
     )
     if token.get("refresh_token"):
-        if family_expires_at is None:
-            family_expires_at = connection.execute(
-                select(TokenFamily.expires_at).where(TokenFamily.id == family_id)).scalar_one()
         rows["refresh"] = dict(token_hash=hasher().hash(token["refresh_token"]), family_id=family_id,
                                created_at=now, expires_at=family_expires_at, rotated_at=None)
     rows["audit"] = audit.row("token.issued", actor=f"client:{client.get_client_id()}",
