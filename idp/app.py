@@ -22,6 +22,7 @@ from .identities.passwords import PasswordHasher
 from .oidc import keys as keys_module
 from .oidc import server as oidc_server
 from .oidc.documents import PublicDocuments
+from .oidc.lean import LeanProtocolEndpoints
 from .clients.cache import ClientCache
 from .policies.rate_limits import RateLimitedError
 from .sessions.interface import ServerSessionInterface
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     csrf.init_app(app)
     app.wsgi_app = PublicDocuments(app.wsgi_app, app.extensions["idp"])
+    app.wsgi_app = LeanProtocolEndpoints(app.wsgi_app, app, security_headers)
     if settings.trusted_proxies:
         # Behind N proxies, the client's address is the Nth from the right of X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)
@@ -171,6 +173,23 @@ def _wants_json() -> bool:
     return request.path.startswith(API_PREFIXES)
 
 
+def security_headers(response):
+    """What every response carries (also those of the lean protocol path, idp/oidc/lean.py)."""
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype == "text/html":
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+        )
+        headers.setdefault("Cache-Control", "no-store")
+    if runtime().settings.issuer.startswith("https://"):
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return response
+
+
 def _register_handlers(app: Flask) -> None:
     @app.context_processor
     def _template_helpers():
@@ -180,21 +199,7 @@ def _register_handlers(app: Flask) -> None:
     def _ui_locales():
         g.ui_locales = request.args.get("ui_locales")
 
-    @app.after_request
-    def _security_headers(response):
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if response.mimetype == "text/html":
-            headers.setdefault("X-Frame-Options", "DENY")
-            headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
-            )
-            headers.setdefault("Cache-Control", "no-store")
-        if runtime().settings.issuer.startswith("https://"):
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        return response
+    app.after_request(security_headers)
 
     @app.teardown_appcontext
     def _remove_session(_exc):

@@ -82,20 +82,27 @@ def count_request(endpoint: str, method: str, status: int, elapsed: float, **ext
                                 "method": method, **extra})
 
 
+def start_request() -> None:
+    """The request's id (the caller's X-Request-ID when sane) and start time, on ``g``."""
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if valid_request_id(incoming) else secrets.token_hex(8)
+    g.started = time.perf_counter()
+
+
+def finish_request(response, endpoint: str):
+    """Echo the request id and count the request (metrics and access log)."""
+    elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+    response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+    count_request(endpoint, request.method, response.status_code, elapsed)
+    return response
+
+
 def init_app(app: Flask) -> None:
-    @app.before_request
-    def _start():
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if valid_request_id(incoming) else secrets.token_hex(8)
-        g.started = time.perf_counter()
+    app.before_request(start_request)
 
     @app.after_request
     def _finish(response):
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
-        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
-        count_request(endpoint, request.method, response.status_code, elapsed)
-        return response
+        return finish_request(response, request.url_rule.rule if request.url_rule is not None else "unmatched")
 
     @app.get("/metrics")
     def metrics():

@@ -1,0 +1,98 @@
+"""Token, introspection, revocation and UserInfo as RPs call them, served by idp/oidc/lean.py outside Flask's
+full dispatch: the same answers and the same headers, metrics and error handling as every other endpoint, and
+a browser's session cookie neither read nor touched."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from idp.clients.models import Client
+
+
+@pytest.fixture
+def machine(factory, db):
+    client, secret = factory.client()
+    row = db.get(Client, client.client_id)
+    row.grant_types = ["client_credentials"]
+    db.commit()
+    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {basic}"}
+
+
+def requests_counted(client, endpoint: str, status: str) -> float:
+    for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True)):
+        for sample in family.samples:
+            if (sample.name == "idp_http_requests_total" and sample.labels.get("endpoint") == endpoint
+                    and sample.labels.get("method") == "POST" and sample.labels.get("status") == status):
+                return sample.value
+    return 0
+
+
+def test_token_response_carries_the_headers_of_every_response(client, machine):
+    response = client.post("/token", data={"grant_type": "client_credentials"},
+                           headers={**machine, "X-Request-ID": "rp-call-000001"})
+    assert response.status_code == 200, response.get_json()
+    assert response.headers["X-Request-ID"] == "rp-call-000001"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert response.headers["Cache-Control"] == "no-store"
+    junk = client.post("/token", data={"grant_type": "client_credentials"}, headers={**machine, "X-Request-ID": "<x>"})
+    assert re.fullmatch(r"[0-9a-f]{16}", junk.headers["X-Request-ID"])
+
+
+@pytest.mark.parametrize("path,data,status", [
+    ("/token", {"grant_type": "client_credentials"}, "200"),
+    ("/token", {"grant_type": "password"}, "400"),
+    ("/introspect", {"token": "not-a-token"}, "200"),
+    ("/revoke", {"token": "not-a-token"}, "200"),
+])
+def test_requests_are_counted_under_their_path(client, machine, path, data, status):
+    before = requests_counted(client, path, status)
+    response = client.post(path, data=data, headers=machine)
+    assert str(response.status_code) == status, response.get_data(as_text=True)
+    assert requests_counted(client, path, status) == before + 1
+
+
+def test_a_browser_session_cookie_is_neither_read_nor_renewed(app, client, machine, runtime, monkeypatch):
+    name = app.config["SESSION_COOKIE_NAME"]
+    client.set_cookie(name, "a-browser-session-id-that-reached-the-token-endpoint")
+    read = []
+    original = runtime.store.get
+
+    def spying_get(kind, key):
+        read.append(kind)
+        return original(kind, key)
+
+    monkeypatch.setattr(runtime.store, "get", spying_get)
+    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine)
+    assert response.status_code == 200
+    assert "session" not in read
+    assert "Set-Cookie" not in response.headers
+
+
+def test_other_methods_fall_through_to_flask(client):
+    response = client.get("/token")
+    assert response.status_code == 405
+    assert response.get_json()["error"] == "invalid_request"
+    assert client.delete("/introspect").status_code == 405
+
+
+def test_an_unexpected_failure_is_a_json_500_and_the_request_ends_cleanly(app, client, machine, monkeypatch):
+    server = app.extensions["authlib.server"]
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("simulated defect")
+
+    monkeypatch.setattr(server, "create_token_response", broken)
+    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine)
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "server_error", "error_description": "Internal error"}
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    monkeypatch.undo()
+    # The request's database session was removed: the next request works.
+    assert client.post("/token", data={"grant_type": "client_credentials"}, headers=machine).status_code == 200
