@@ -1,0 +1,66 @@
+"""idp/storage/direct.py: Core statements run on the DBAPI connection, on the backend under test.
+
+The token endpoint writes its rows this way; what its callers rely on is that the values stored are the ones
+the ORM would store and read back, that a driver error is SQLAlchemy's exception (the app's handlers map those
+to 503 and 400), that a statement never silently drops a column default, and that it runs in the caller's
+transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import pytest
+from sqlalchemy import exc, insert
+
+from idp.audit.models import AuditEvent
+from idp.storage.db import utcnow
+from idp.storage.direct import DirectStatement
+
+INSERT_EVENT = DirectStatement(insert(AuditEvent.__table__).inline())
+
+
+def event_row(**changes) -> dict:
+    row = dict(occurred_at=utcnow(), event="token.issued", actor="client:direct", subject_id=None, agreement_id=None,
+               client_id=None, reason=secrets.token_hex(8), ip="192.0.2.1", user_agent=None,
+               details={"with_refresh": False})
+    row.update(changes)
+    return row
+
+
+def stored(db, reason: str) -> AuditEvent | None:
+    db.expire_all()
+    return db.query(AuditEvent).filter_by(reason=reason).one_or_none()
+
+
+def test_values_read_back_as_the_orm_wrote_them(runtime, db):
+    when = dt.datetime(2026, 11, 29, 9, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    row = event_row(occurred_at=when, details={"nested": {"a": [1, 2]}, "æøå": "ok"})
+    with runtime.db.engine.begin() as connection:
+        assert INSERT_EVENT.execute(connection, row) == 1
+    event = stored(db, row["reason"])
+    assert event.occurred_at == when and event.occurred_at.tzinfo is not None
+    assert event.details == {"nested": {"a": [1, 2]}, "æøå": "ok"} and event.ip == "192.0.2.1"
+
+
+def test_it_runs_in_the_callers_transaction(runtime, db):
+    row = event_row()
+    with runtime.db.engine.connect() as connection:
+        with connection.begin() as transaction:
+            INSERT_EVENT.execute(connection, row)
+            transaction.rollback()
+    assert stored(db, row["reason"]) is None
+
+
+def test_a_driver_error_is_sqlalchemys(runtime, db):
+    with pytest.raises(exc.IntegrityError):
+        with runtime.db.engine.begin() as connection:
+            INSERT_EVENT.execute(connection, event_row(event=None))  # NOT NULL
+
+
+def test_a_column_default_is_never_silently_dropped(runtime):
+    row = event_row()
+    del row["details"]  # has a Python-side default (dict) that only SQLAlchemy's execution would compute
+    with runtime.db.engine.begin() as connection:
+        with pytest.raises(ValueError, match="details"):
+            INSERT_EVENT.execute(connection, row)
