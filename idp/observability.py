@@ -71,10 +71,18 @@ def valid_request_id(value: str) -> bool:
     return bool(value) and _REQUEST_ID.match(value) is not None
 
 
+_by_labels: dict[tuple[str, str, int], tuple] = {}
+
+
 def count_request(endpoint: str, method: str, status: int, elapsed: float, **extra) -> None:
     """Metrics and the access log line of one request (also for answers given outside Flask)."""
-    REQUESTS.labels(endpoint, method, str(status)).inc()
-    LATENCY.labels(endpoint).observe(elapsed)
+    metrics = _by_labels.get((endpoint, method, status))
+    if metrics is None:
+        # labels() takes a lock and builds the label tuple each time; the labelled children are stable.
+        metrics = _by_labels[(endpoint, method, status)] = (REQUESTS.labels(endpoint, method, str(status)),
+                                                             LATENCY.labels(endpoint))
+    metrics[0].inc()
+    metrics[1].observe(elapsed)
     if _access_log.isEnabledFor(logging.INFO):
         path = extra.get("path") or (request.path if has_request_context() else "")
         _access_log.info("%s %s %s", method, path, status,

@@ -67,6 +67,15 @@ def _nonce_ok(nonce: str) -> bool:
     return any(hmac.compare_digest(nonce, _nonce_for(w)) for w in (window, window - 1))
 
 
+def sent_proofs() -> list[str]:
+    """The request's DPoP header values. A WSGI environ holds one value per header name (a server joins
+    repeated headers with commas, which no proof survives), so this is a look-up: werkzeug's ``getlist``
+    would walk every key of the environ, the process environment included under granian, on every token
+    request."""
+    value = request.headers.get("DPoP")
+    return [] if value is None else [value]
+
+
 def request_url() -> str:
     """This request's URL as the client addressed it: issuer origin + path."""
     return runtime().settings.issuer + request.path
@@ -126,7 +135,7 @@ def _same_url(htu, url: str) -> bool:
 
 def check_token_request(client_requires: bool = False) -> None:
     """At the token endpoint: validate a DPoP header if sent; sets g.dpop_jkt."""
-    proofs = request.headers.getlist("DPoP")
+    proofs = sent_proofs()
     g.dpop_jkt = None
     if not proofs:
         if client_requires:

@@ -55,6 +55,18 @@ class LeanProtocolEndpoints:
             except Exception as e:  # noqa: BLE001
                 error = e
                 response = app.handle_exception(e)
-            return response(environ, start_response)
+            return _send(response, environ, start_response)
         finally:
             ctx.pop(error)
+
+
+def _send(response, environ, start_response):
+    """The response as one body in a list: a WSGI server can write a list at once (granian does), where
+    Werkzeug's own iterator makes it step through a generator for a body that is already one string."""
+    if response.is_streamed or response.status_code < 200 or response.status_code in (204, 304):
+        return response(environ, start_response)
+    headers = response.get_wsgi_headers(environ)
+    body = response.get_data()
+    response.close()
+    start_response(response.status, headers.to_wsgi_list())
+    return [body]

@@ -156,7 +156,7 @@ class DPoPTokenValidator(AccessTokenValidator):
         jkt = (token.get("cnf") or {}).get("jkt")
         if not jkt:
             raise DPoPChallenge("invalid_token", "This access token is not DPoP-bound; use the Bearer scheme.")
-        proofs = flask_request.headers.getlist("DPoP")
+        proofs = dpop.sent_proofs()
         if len(proofs) != 1:
             raise DPoPChallenge("invalid_dpop_proof", "Send exactly one DPoP proof.")
         try:

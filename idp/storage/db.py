@@ -151,14 +151,17 @@ class Database:
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=False)
         self.session: scoped_session[Session] = scoped_session(self.session_factory)
 
-    def read(self, statement, params: dict):
-        """The first row of one read-only statement, run outside any transaction.
+    def read(self, statement, params: dict) -> dict | None:
+        """The first row of one read-only ``DirectStatement`` (idp/storage/direct.py), outside any transaction.
 
         On PostgreSQL a statement in the request's session costs BEGIN, the statement and a ROLLBACK at
         the end of the request: three round trips where one does. For single-statement reads on hot paths
-        (is this access token still good?) that need no snapshot shared with other reads."""
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return connection.execute(statement, params).first()
+        (is this access token still good?) that need no snapshot shared with other reads. SQLite opens no
+        transaction for a SELECT in the first place."""
+        with self.engine.connect() as connection:
+            if connection.dialect.name != "sqlite":
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            return statement.first(connection, params)
 
     def remove(self) -> None:
         self.session.remove()

@@ -1,17 +1,18 @@
-"""Core statements compiled once and run on the DBAPI connection, for the token endpoint's writes.
+"""Core statements compiled once and run on the DBAPI connection: the token endpoint's writes and reads.
 
 A token response writes two to four rows whose values are all at hand (idp/oidc/tokens.py). Through
 ``Connection.execute`` each INSERT costs about 0.13 ms of CPU in SQLAlchemy's execution context (compiled
-cache look-up, parameter processing, result set-up) around some 0.03 ms in the driver: the largest single cost
-of a client_credentials request (bench/README.md). Here a statement is compiled once per dialect and shape
-with SQLAlchemy's own compiler and its columns' own bind processors (so the values stored are the same as
-through the ORM: UTC datetimes, JSON text), then run with one ``cursor.execute``.
+cache look-up, parameter processing, result set-up) around some 0.03 ms in the driver: the largest single
+cost of a client_credentials request (bench/README.md). Here a statement is compiled once per dialect and
+shape with SQLAlchemy's own compiler and its columns' own bind processors (so the values stored are the same
+as through the ORM: UTC datetimes, JSON text), then run with one ``cursor.execute``. Reads (is this token
+still good?) come back as a dict by column name, through the columns' result processors.
 
-What SQLAlchemy would otherwise do and this keeps: the engine's before/after_cursor_execute events, driver errors become SQLAlchemy's exceptions (the app
-answers OperationalError with a 503 and DataError with a 400), a connection that died is invalidated so the
-pool replaces it, and a statement whose columns have Python-side defaults refuses to run without them
-(nothing would compute them here). Statements run in whatever transaction the connection is in; callers own
-commit and rollback as before.
+What SQLAlchemy would otherwise do and this keeps: the engine's before/after_cursor_execute events; driver
+errors become SQLAlchemy's exceptions (the app answers OperationalError with a 503 and DataError with a
+400); a connection that died is invalidated so the pool replaces it; a statement whose columns have
+Python-side defaults refuses to run without them (nothing would compute them here). Statements run in
+whatever transaction the connection is in; callers own commit and rollback as before.
 """
 
 from __future__ import annotations
@@ -40,15 +41,26 @@ class DirectStatement:
             if processor is not None:
                 processors[name] = processor
         names = tuple(compiled.positiontup) if compiled.positional else None
-        entry = (compiled.string, names, fixed, processors)
+        # A SELECT's columns by name, each with its type's result processor (text back to UTC datetimes, JSON).
+        columns = tuple((key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+                        for key, column in getattr(self.statement, "selected_columns", {}).items())
+        entry = (compiled.string, names, fixed, processors, columns)
         self._compiled[(dialect.name, keys)] = entry
         return entry
 
     def execute(self, connection: Connection, params: dict) -> int:
         """Run on ``connection``'s DBAPI connection, in its transaction; returns the row count."""
+        return self._run(connection, params, fetch=False)
+
+    def first(self, connection: Connection, params: dict) -> dict | None:
+        """Run a SELECT; its first row by column name, as SQLAlchemy would return it, or None."""
+        return self._run(connection, params, fetch=True)
+
+    def _run(self, connection: Connection, params: dict, fetch: bool):
         dialect = connection.dialect
         keys = tuple(params)
-        sql, names, fixed, processors = self._compiled.get((dialect.name, keys)) or self._compile(dialect, keys)
+        sql, names, fixed, processors, columns = (self._compiled.get((dialect.name, keys))
+                                                  or self._compile(dialect, keys))
         values = {**fixed, **params}
         for name, processor in processors.items():
             if name in values:
@@ -64,7 +76,13 @@ class DirectStatement:
             cursor.execute(sql, arguments)
             if dispatch.after_cursor_execute:
                 dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
-            return cursor.rowcount
+            if not fetch:
+                return cursor.rowcount
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            return {key: (processor(value) if processor is not None and value is not None else value)
+                    for (key, processor), value in zip(columns, row)}
         except dialect.loaded_dbapi.Error as error:
             gone = dialect.is_disconnect(error, dbapi_connection, cursor)
             if gone:

@@ -64,3 +64,18 @@ def test_a_column_default_is_never_silently_dropped(runtime):
     with runtime.db.engine.begin() as connection:
         with pytest.raises(ValueError, match="details"):
             INSERT_EVENT.execute(connection, row)
+
+
+def test_a_read_returns_the_row_by_column_name_with_types_restored(runtime):
+    from sqlalchemy import bindparam, select
+
+    table = AuditEvent.__table__
+    read = DirectStatement(select(table.c.occurred_at, table.c.details, table.c.ip.label("address"))
+                           .where(table.c.reason == bindparam("reason")))
+    when = dt.datetime(2026, 11, 29, 8, 0, 0, 5, tzinfo=dt.timezone.utc)
+    row = event_row(occurred_at=when, details={"with_refresh": True})
+    with runtime.db.engine.begin() as connection:
+        INSERT_EVENT.execute(connection, row)
+    assert runtime.db.read(read, {"reason": row["reason"]}) == {
+        "occurred_at": when, "details": {"with_refresh": True}, "address": "192.0.2.1"}
+    assert runtime.db.read(read, {"reason": "no-such-event"}) is None
