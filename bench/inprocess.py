@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from urllib.parse import urlencode
 
 BENCH = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -71,8 +72,8 @@ def prepare(db: str):
 
 
 def caller(app):
-    def call(method: str, path: str, body: bytes = b"", headers=()) -> tuple[str, bytes]:
-        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+    def call(method: str, path: str, body: bytes = b"", headers=(), query: str = "", with_headers: bool = False):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
                    "SERVER_PORT": "5999", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
                    "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
                    "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0),
@@ -82,17 +83,94 @@ def caller(app):
             environ["HTTP_" + name.upper().replace("-", "_")] = value
         status = {}
 
-        def start_response(line, _headers, _exc=None):
-            status["line"] = line
+        def start_response(line, response_headers, _exc=None):
+            status["line"], status["headers"] = line, response_headers
 
         body_out = b"".join(app(environ, start_response))
+        if with_headers:
+            return status["line"], body_out, status["headers"]
         return status["line"], body_out
 
     return call
 
 
-def request_for(scenario: str, call):
+def signed_in(app, scope: str) -> tuple[str, str]:
+    """A browser session of the bench person and an authorization code, through the real login pages
+    (werkzeug's test client keeps the cookies; bench/flows.py reads the forms). Set-up only: not measured."""
+    from urllib.parse import urlsplit
+
+    from werkzeug.test import Client
+
+    import flows
+
+    class Args:
+        client = f"{bench_run.RP_CLIENT[0]}:{bench_run.RP_CLIENT[1]}"
+        email, password, redirect_uri = bench_run.EMAIL, bench_run.PASSWORD, bench_run.REDIRECT_URI
+
+    driver = flows.Flows(Args, {"authorization_endpoint": ISSUER + "/authorize", "token_endpoint": ISSUER + "/token"})
+    browser = Client(app)
+    url = driver.authorize_params(scope)
+    response = browser.get(url)
+    for _ in range(10):
+        location = response.headers.get("Location")
+        if location and location.startswith(bench_run.REDIRECT_URI):
+            cookie = "; ".join(f"{c.key}={c.value}" for c in browser._cookies.values())
+            return cookie, driver.code_from(location)
+        if location:
+            url = location if "://" in location else ISSUER + location
+            response = browser.get(url)
+        else:
+            action, fields = driver.login_form(response.get_data(as_text=True), url)
+            url = action
+            response = browser.post(urlsplit(action).path, data=fields)
+    raise SystemExit(f"no code: {response.status} {response.get_data()[:300]!r}")
+
+
+def redeem(call, code: str) -> dict:
+    import flows
+
+    auth = ("Authorization", bench_run.basic(bench_run.RP_CLIENT))
+    form = urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": bench_run.REDIRECT_URI,
+                      "code_verifier": flows.VERIFIER}).encode()
+    line, body = call("POST", "/token", form, [auth])
+    if not line.startswith("200"):
+        raise SystemExit(f"code exchange failed: {line} {body[:300]!r}")
+    return json.loads(body)
+
+
+def request_for(scenario: str, call, app):
     auth = ("Authorization", bench_run.basic(bench_run.CC_CLIENT))
+    if scenario == "refresh":
+        _cookie, code = signed_in(app, "openid offline_access")
+        chain = [redeem(call, code)["refresh_token"]]
+        rp_auth = ("Authorization", bench_run.basic(bench_run.RP_CLIENT))
+
+        def refresh():
+            form = urlencode({"grant_type": "refresh_token", "refresh_token": chain[0]}).encode()
+            line, body = call("POST", "/token", form, [rp_auth])
+            if line.startswith("200"):
+                chain[0] = json.loads(body)["refresh_token"]
+            return line, body
+
+        return refresh
+    if scenario == "sso":
+        import flows
+
+        cookie, code = signed_in(app, "openid")
+        redeem(call, code)
+        driver = flows.Flows(type("Args", (), {"client": "x:y", "redirect_uri": bench_run.REDIRECT_URI}),
+                             {"authorization_endpoint": "/authorize", "token_endpoint": "/token"})
+
+        def hop():
+            path, _, query = driver.authorize_params("openid").partition("?")
+            line, _body, headers = call("GET", path, b"", [("Cookie", cookie)], query=query, with_headers=True)
+            location = dict(headers).get("Location", "")
+            if not location.startswith(bench_run.REDIRECT_URI):
+                return line, location.encode()
+            redeem(call, driver.code_from(location))
+            return "200 OK", b""
+
+        return hop
     line, body = call("POST", "/token", b"grant_type=client_credentials", [auth])
     if not line.startswith("200"):
         raise SystemExit(f"token request failed: {line} {body[:300]!r}")
@@ -105,7 +183,7 @@ def request_for(scenario: str, call):
 def child(args) -> None:
     """Runs under valgrind: set up uninstrumented, then the measured requests when told to."""
     app = prepare(args.db)
-    send = request_for(args.scenario, caller(app))
+    send = request_for(args.scenario, caller(app), app)
     for _ in range(50):
         send()
     marks = pathlib.Path(os.environ["BENCH_MARKS"])
@@ -150,7 +228,7 @@ def instructions(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "pg"), default="sqlite")
-    parser.add_argument("--scenario", choices=("client_credentials", "introspection"), default="client_credentials")
+    parser.add_argument("--scenario", choices=("client_credentials", "introspection", "refresh", "sso"), default="client_credentials")
     parser.add_argument("--requests", type=int, default=100, help="per round (default 100)")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="cProfile 2000 requests; print the top functions")
@@ -165,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.db} {args.scenario}: {total / args.requests / 1e6:.3f} M instructions per request "
               f"({args.requests} requests, callgrind)")
         return 0
-    send = request_for(args.scenario, caller(prepare(args.db)))
+    app = prepare(args.db)
+    send = request_for(args.scenario, caller(app), app)
     for _ in range(200):
         line, body = send()
         if not line.startswith("200"):

@@ -15,7 +15,6 @@ from authlib.oidc.core.models import AuthorizationCodeMixin
 from ..agreements import service as agreements
 from ..agreements.service import Selected
 from ..extensions import db_session, runtime
-from ..identities.models import Identity
 from . import claims, dpop, subjects, tokens
 from .tokens import Principal
 
@@ -64,7 +63,7 @@ class AuthorizationCode(AuthorizationCodeMixin):
 
 
 def _principal(identity_id: str, data: dict, agreement: Selected | None = None, client=None) -> Principal | None:
-    identity = db_session().get(Identity, identity_id)
+    identity = tokens.token_identity(runtime().db, identity_id)
     if identity is None or identity.disabled:
         return None
     return Principal(identity=identity, family_id=data["family_id"], auth_time=data.get("auth_time"),
@@ -258,7 +257,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token):
         session = db_session()
-        token = tokens.find_refresh_token(session, refresh_token)
+        token = tokens.find_refresh_token(runtime().db, refresh_token)
         if token is None or token.family.revoked or token.is_expired():
             return None
         if token.rotated_at is not None:

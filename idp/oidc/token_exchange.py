@@ -79,7 +79,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         self.request.exchange_scope = scope
 
     def _refresh_subject(self, value, client):
-        token = tokens.find_refresh_token(db_session(), value)
+        token = tokens.find_refresh_token(runtime().db, value)
         if token is None or not token.check_client(client) or token.is_expired() or token.family.revoked:
             raise InvalidRequestError("The subject token is not valid.")
         if token.rotated_at is not None:

@@ -38,6 +38,33 @@ from . import dpop
 ACCESS_TOKEN_ALG = "ES256"
 
 
+@dataclass(frozen=True)
+class TokenIdentity:
+    """The columns of a person's identity that tokens carry (claims.identity_claims, the subject), read by one
+    direct statement: the grants change nothing on the person, and an ORM load (identity map, the session's
+    transaction) costs several times the read itself on every refresh and code exchange."""
+
+    id: str
+    email: str
+    email_verified: bool
+    name: str
+    given_name: str
+    family_name: str
+    locale: str | None
+    updated_at: dt.datetime | None
+    disabled: bool
+
+
+_IDENTITIES = Identity.__table__
+_TOKEN_IDENTITY = DirectStatement(select(*(_IDENTITIES.c[name] for name in TokenIdentity.__dataclass_fields__))
+                                  .where(_IDENTITIES.c.id == bindparam("id")))
+
+
+def token_identity(database: Database, identity_id: str) -> TokenIdentity | None:
+    row = database.read(_TOKEN_IDENTITY, {"id": identity_id})
+    return TokenIdentity(**row) if row is not None else None
+
+
 @dataclass
 class Principal:
     """The person a token is issued to, with how and when they authenticated.
@@ -47,7 +74,7 @@ class Principal:
     without another look-up.
     """
 
-    identity: Identity
+    identity: Identity | TokenIdentity
     family_id: str
     auth_time: int | None = None
     acr: str | None = None
@@ -294,8 +321,81 @@ def revoke_family(session: Session, family_id: str, reason: str) -> bool:
     return changed == 1
 
 
-def find_refresh_token(session: Session, value: str) -> RefreshToken | None:
-    return session.get(RefreshToken, hasher().hash(value))
+@dataclass(frozen=True)
+class FamilyState:
+    """A token family's row as the refresh and exchange grants read it (see ``RefreshCredential``)."""
+
+    id: str
+    client_id: str
+    identity_id: str | None
+    scope: str
+    sid: str | None
+    auth_time: int | None
+    acr: str | None
+    amr: list
+    agreement_id: str | None
+    parent_id: str | None
+    dpop_jkt: str | None
+    claims_request: dict
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_reason: str | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class RefreshCredential:
+    """A presented refresh token with its family, read by one statement (Authlib's TokenMixin for the grant).
+
+    The refresh grant needs the token and every column of its family; loading them as ORM objects (with the
+    identity map and the session's transaction) cost a fifth of a refresh request. Nothing here is written
+    through these objects: rotation is the conditional UPDATE of ``claim_rotation``."""
+
+    token_hash: str
+    family_id: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    rotated_at: dt.datetime | None
+    family: FamilyState
+
+    def check_client(self, client):
+        return self.family.client_id == client.get_client_id()
+
+    def get_scope(self):
+        return self.family.scope
+
+    def get_expires_in(self):
+        return int((self.expires_at - self.created_at).total_seconds())
+
+    def is_expired(self):
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self):
+        return self.family.revoked or self.rotated_at is not None
+
+
+_FAMILY_FIELDS = tuple(FamilyState.__dataclass_fields__)
+_REFRESH_CREDENTIAL = DirectStatement(
+    select(RefreshToken.__table__.c.token_hash, RefreshToken.__table__.c.family_id,
+           RefreshToken.__table__.c.created_at, RefreshToken.__table__.c.expires_at,
+           RefreshToken.__table__.c.rotated_at,
+           *(TokenFamily.__table__.c[name].label(f"family__{name}") for name in _FAMILY_FIELDS))
+    .select_from(RefreshToken.__table__.join(TokenFamily.__table__,
+                                             TokenFamily.__table__.c.id == RefreshToken.__table__.c.family_id))
+    .where(RefreshToken.__table__.c.token_hash == bindparam("hash"))
+)
+
+
+def find_refresh_token(database: Database, value: str) -> RefreshCredential | None:
+    row = database.read(_REFRESH_CREDENTIAL, {"hash": hasher().hash(value)})
+    if row is None:
+        return None
+    family = FamilyState(**{name: row.pop(f"family__{name}") for name in _FAMILY_FIELDS})
+    return RefreshCredential(family=family, **row)
 
 
 _CLAIM_ROTATION = (update(RefreshToken.__table__)
@@ -304,7 +404,7 @@ _CLAIM_ROTATION = (update(RefreshToken.__table__)
                    .values(rotated_at=bindparam("now", type_=RefreshToken.__table__.c.rotated_at.type)))
 
 
-def claim_rotation(session: Session, refresh_token: RefreshToken) -> bool:
+def claim_rotation(session: Session, refresh_token: RefreshCredential) -> bool:
     """Mark a refresh token used; False if another request already did (reuse)."""
     # The conditional UPDATE is the atomic step. A Core statement built once, on the session's connection:
     # the ORM's bulk-update path would also search the identity map for objects to synchronise.

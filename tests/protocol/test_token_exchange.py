@@ -75,6 +75,7 @@ def setup(client, factory, db):
     s = Setup()
     s.product, s.other_product, s.identity, s.a, s.b, s.c, s.rp, s.tokens = (
         product, other_product, identity, a, b, c, rp, body)
+    s.database = client.application.extensions["idp"].db
     return s
 
 
@@ -192,7 +193,7 @@ def test_unknown_subject_token_is_invalid_request(setup):
 
 
 def _family_of(db, s):
-    refresh = idp_tokens.find_refresh_token(db, s.tokens["refresh_token"])
+    refresh = idp_tokens.find_refresh_token(s.database, s.tokens["refresh_token"])
     assert refresh is not None
     return refresh.family_id
 
