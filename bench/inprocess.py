@@ -158,7 +158,8 @@ def request_for(scenario: str, call, app):
 
         cookie, code = signed_in(app, "openid")
         redeem(call, code)
-        driver = flows.Flows(type("Args", (), {"client": "x:y", "redirect_uri": bench_run.REDIRECT_URI}),
+        client = f"{bench_run.RP_CLIENT[0]}:{bench_run.RP_CLIENT[1]}"
+        driver = flows.Flows(type("Args", (), {"client": client, "redirect_uri": bench_run.REDIRECT_URI}),
                              {"authorization_endpoint": "/authorize", "token_endpoint": "/token"})
 
         def hop():
@@ -166,7 +167,7 @@ def request_for(scenario: str, call, app):
             line, _body, headers = call("GET", path, b"", [("Cookie", cookie)], query=query, with_headers=True)
             location = dict(headers).get("Location", "")
             if not location.startswith(bench_run.REDIRECT_URI):
-                return line, location.encode()
+                return f"500 no code ({line})", location.encode() or _body[:300]
             redeem(call, driver.code_from(location))
             return "200 OK", b""
 

@@ -37,7 +37,7 @@ from ..grants.models import Grant
 from ..identities.models import Identity
 from ..policies import prompts
 from ..sessions import service as sessions
-from . import par, subjects
+from . import par, subjects, tokens
 from .tokens import Principal, new_family_id
 
 INTERACTION = "interaction"
@@ -126,6 +126,18 @@ def signed_in_identity():
     return login, identity
 
 
+def _signed_in_for_authorization():
+    """``signed_in_identity`` for the authorization endpoint, which only reads the person (claims, subject,
+    memberships): the identity as ``tokens.TokenIdentity``, without an ORM load on every SSO hop."""
+    login = sessions.current(session)
+    if login is None:
+        return None, None
+    identity = tokens.token_identity(runtime().db, login.identity_id)
+    if not sessions.valid_for(login, identity):
+        return None, None
+    return login, identity
+
+
 def effective_params(payload_data) -> MultiDict:
     """The request's parameters after a request object replaced them, as strings
     (a request object carries max_age as a number and claims as an object)."""
@@ -148,7 +160,7 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
             params, pushed = par.resolve(params), True
         except OAuth2Error as error:
             return error_page(error)
-    login, identity = signed_in_identity()
+    login, identity = _signed_in_for_authorization()
     try:
         grant = server().get_consent_grant(request=params, end_user=identity)
     except OAuth2Error as error:

@@ -41,8 +41,9 @@ ACCESS_TOKEN_ALG = "ES256"
 @dataclass(frozen=True)
 class TokenIdentity:
     """The columns of a person's identity that tokens carry (claims.identity_claims, the subject), read by one
-    direct statement: the grants change nothing on the person, and an ORM load (identity map, the session's
-    transaction) costs several times the read itself on every refresh and code exchange."""
+    direct statement: the grants and the authorization endpoint change nothing on the person, and an ORM load
+    (identity map, the session's transaction) costs several times the read itself on every refresh, code
+    exchange and SSO authorization."""
 
     id: str
     email: str
@@ -53,6 +54,8 @@ class TokenIdentity:
     locale: str | None
     updated_at: dt.datetime | None
     disabled: bool
+    #: For the authorization endpoint's "is this browser's sign-in still good" (sessions.valid_for).
+    sessions_valid_after: dt.datetime | None
 
 
 _IDENTITIES = Identity.__table__

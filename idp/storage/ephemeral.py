@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, Database, UTCDateTime, utcnow
+from .direct import DirectStatement
 
 
 def key(kind: str, ident: str) -> str:
@@ -62,8 +63,9 @@ class SQLStore:
     """Database-backed store for a laptop without Redis. Uses its own short
     transactions so it never commits (or rolls back) a service's unit of work.
 
-    Every operation is one or two Core statements built once: browser sessions, interactions and codes
-    go through here on every page of a sign-in, and the ORM's unit of work costs more than the SQL."""
+    Every operation is one or two Core statements built once and run directly (idp/storage/direct.py):
+    browser sessions, interactions and codes go through here on every page of a sign-in, and SQLAlchemy's
+    execution machinery costs more than the SQL."""
 
     def __init__(self, database: Database):
         self._engine = database.engine
@@ -76,38 +78,40 @@ class SQLStore:
                                       expires_at=bindparam("expires_at", type_=UTCDateTime()), consumed=False)
         self._put = upsert.on_conflict_do_update(index_elements=[table.c.key], set_={
             "value": upsert.excluded.value, "expires_at": upsert.excluded.expires_at, "consumed": False})
-        self._get = select(table.c.value, table.c.consumed).where(table.c.key == entry_key, table.c.expires_at > now)
+        self._get = DirectStatement(select(table.c.value, table.c.consumed)
+                                    .where(table.c.key == entry_key, table.c.expires_at > now))
         # consume: the conditional UPDATE is the atomic step: only one transaction can flip consumed
         # from false to true; the SELECT then reads the value for the first caller and every later one.
-        self._flip = (update(table).where(table.c.key == entry_key, table.c.consumed.is_(False),
-                                          table.c.expires_at > now).values(consumed=True))
-        self._delete = delete(table).where(table.c.key == entry_key)
+        self._flip = DirectStatement(update(table).where(table.c.key == entry_key, table.c.consumed.is_(False),
+                                                         table.c.expires_at > now).values(consumed=True))
+        self._delete = DirectStatement(delete(table).where(table.c.key == entry_key))
+        self._put = DirectStatement(self._put)
         self._incr = _incr_statement(database.engine.dialect.name)
 
     def put(self, kind, ident, value, ttl):
         with self._engine.begin() as connection:
-            connection.execute(self._put, {"entry_key": key(kind, ident), "value": json.dumps(value),
+            self._put.execute(connection, {"entry_key": key(kind, ident), "value": json.dumps(value),
                                            "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
 
     def get(self, kind, ident):
         with self._engine.connect() as connection:
-            row = connection.execute(self._get, {"entry_key": key(kind, ident), "now": utcnow()}).first()
-        if row is None or row.consumed:
+            row = self._get.first(connection, {"entry_key": key(kind, ident), "now": utcnow()})
+        if row is None or row["consumed"]:
             return None
-        return json.loads(row.value)
+        return json.loads(row["value"])
 
     def consume(self, kind, ident):
         binds = {"entry_key": key(kind, ident), "now": utcnow()}
         with self._engine.begin() as connection:
-            flipped = connection.execute(self._flip, binds).rowcount
-            row = connection.execute(self._get, binds).first()
+            flipped = self._flip.execute(connection, binds)
+            row = self._get.first(connection, binds)
         if row is None:
             return None
-        return Consumed(json.loads(row.value), first=flipped == 1)
+        return Consumed(json.loads(row["value"]), first=flipped == 1)
 
     def delete(self, kind, ident):
         with self._engine.begin() as connection:
-            connection.execute(self._delete, {"entry_key": key(kind, ident)})
+            self._delete.execute(connection, {"entry_key": key(kind, ident)})
 
     def incr(self, kind, ident, ttl, amount=1):
         now = utcnow()
@@ -118,8 +122,8 @@ class SQLStore:
 
     def count(self, kind, ident):
         with self._engine.connect() as connection:
-            row = connection.execute(self._get, {"entry_key": key(kind, ident), "now": utcnow()}).first()
-        return int(row.value) if row is not None else 0
+            row = self._get.first(connection, {"entry_key": key(kind, ident), "now": utcnow()})
+        return int(row["value"]) if row is not None else 0
 
     def purge_expired(self) -> int:
         with self._engine.begin() as connection:
