@@ -29,8 +29,15 @@ TOKENS = Counter("idp_tokens_issued_total", "Token responses by grant type.", ["
 
 
 class JsonFormatter(logging.Formatter):
+    #: (second, its timestamp text): one strftime a second rather than one per line (a line per request).
+    _stamp: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+        second, stamp = self._stamp
+        if int(record.created) != second:
+            stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z")
+            self._stamp = (int(record.created), stamp)
+        line = {"time": stamp, "level": record.levelname,
                 "logger": record.name, "message": record.getMessage()}
         if has_request_context():
             line.update(request_id=getattr(g, "request_id", None), method=request.method, path=request.path)

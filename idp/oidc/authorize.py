@@ -28,7 +28,7 @@ from authlib.oidc.core.errors import LoginRequiredError
 from flask import current_app, redirect, render_template, session, url_for
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from werkzeug.datastructures import MultiDict
 
 from ..agreements import service as agreements
@@ -37,6 +37,7 @@ from ..grants.models import Grant
 from ..identities.models import Identity
 from ..policies import prompts
 from ..sessions import service as sessions
+from ..storage.direct import DirectStatement
 from . import par, subjects, tokens
 from .tokens import Principal, new_family_id
 
@@ -152,6 +153,12 @@ def effective_params(payload_data) -> MultiDict:
     return MultiDict([(k, text(v)) for k, v in payload_data.items()])
 
 
+#: What the person already consented to for the client (remembered consent): read on every SSO hop, and
+#: committed by grants.remember before any request that depends on it.
+_GRANTED_SCOPE = DirectStatement(select(Grant.__table__.c.scope).where(
+    Grant.__table__.c.identity_id == bindparam("identity_id"), Grant.__table__.c.client_id == bindparam("client_id")))
+
+
 def handle(params: MultiDict, interaction: dict | None = None, interaction_id: str | None = None):
     """Run one authorization request from its parameters; returns a Flask response."""
     pushed = bool(interaction and interaction.get("pushed"))
@@ -175,9 +182,8 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
     agreement, agreement_reason = None, None
     if login and "agreement" in (scope_to_list(grant.request.scope) or []):
         agreement, agreement_reason = resolve_agreement(identity, client, params, interaction)
-    granted = db_session().execute(
-        select(Grant.scope).where(Grant.identity_id == login.identity_id, Grant.client_id == client.client_id)
-    ).scalar_one_or_none() if login else None
+    granted = (runtime().db.read(_GRANTED_SCOPE, {"identity_id": login.identity_id, "client_id": client.client_id})
+               or {}).get("scope") if login else None
     ctx = prompts.Context(
         params=params, client=client, login=login,
         logged_in_here=bool(interaction and interaction.get("logged_in")),

@@ -627,6 +627,26 @@ def test_chooser_lists_the_most_recently_used_first(client, factory, db, product
     assert numbers == [a.number, c.number, b.number]
 
 
+def test_chooser_search_keeps_the_most_recently_used_first(client, factory, db, product):
+    """A search matches first and orders after (idp/agreements/service.py chooser_list): the order is still
+    recent first, then by number, and only matching, eligible agreements are listed."""
+    identity = factory.identity()
+    prefix = new_prefix(9)
+    word = "Kvist" + secrets.token_hex(3)
+    a, b, c = (add_agreement(db, product, identity, number=f"{prefix}{n}00", name=f"{word} {n} ApS") for n in (1, 2, 3))
+    add_agreement(db, product, identity, number=f"{prefix}400", name="Something else A/S")
+    closed = add_agreement(db, product, identity, number=f"{prefix}500", name=f"{word} closed")
+    db.execute(update(Agreement).where(Agreement.id == closed.id).values(closed=True))
+    db.commit()
+    rp = agreement_rp(client, factory, product=product)
+    response = start(rp, identity)
+    path, _html, numbers = chooser(rp, response, q=word.lower())
+    assert numbers == [a.number, b.number, c.number]  # never used: by number
+    finish(rp, choose(rp, path, c.number))
+    _path, _html, numbers = chooser(rp, rp.follow(rp.authorize(scope=SCOPE, prompt="select_agreement")), q=word)
+    assert numbers == [c.number, a.number, b.number]
+
+
 def test_chooser_no_longer_offers_closed_agreements_or_removed_memberships(client, factory, db, product):
     identity = factory.identity()
     keep = [add_agreement(db, product, identity), add_agreement(db, product, identity)]

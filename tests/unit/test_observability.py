@@ -187,3 +187,18 @@ def test_healthz_and_readyz(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.get_json()
     assert ready.get_json() == {"status": "ok", "checks": {"database": "ok", "store": "ok"}}
+
+
+def test_json_lines_carry_the_time_of_their_own_second():
+    formatter = observability.JsonFormatter()
+
+    def stamped(created: float) -> str:
+        record = logging.LogRecord("idp.access", logging.INFO, __file__, 1, "GET / 200", None, None)
+        record.created = created
+        return json.loads(formatter.format(record))["time"]
+
+    first = stamped(1_800_000_000.1)
+    assert stamped(1_800_000_000.9) == first  # the same second, the same text (computed once)
+    later = stamped(1_800_000_001.0)
+    assert later != first and later.startswith(first[:17])
+    assert stamped(1_800_000_000.5) == first  # an earlier second again (another thread's line) is not mislabelled
