@@ -108,20 +108,29 @@ def test_json_formatter_keeps_exceptions_on_one_line():
 def test_configure_logging_makes_every_line_json(capsys):
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
+    saved_switches = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
     try:
         observability.configure_logging(True)
         assert root.level == logging.INFO
         assert [type(h.formatter) for h in root.handlers] == [observability.JsonFormatter]
         logging.getLogger("idp.somewhere").warning("hello %s", "there")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("idp.somewhere").exception("it failed")
         observability.configure_logging(False)  # no-op: leaves the JSON handler
     finally:
         emitted = [h for h in root.handlers if isinstance(h.formatter, observability.JsonFormatter)]
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+        (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing) = saved_switches
     assert emitted
-    err = capsys.readouterr().err
-    line = json.loads([l for l in err.splitlines() if "hello there" in l][-1])
-    assert line["message"] == "hello there" and line["level"] == "WARNING"
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    hello = [line for line in lines if line["message"] == "hello there"][-1]
+    assert hello["level"] == "WARNING"
+    # Without the caller's file and line (configure_logging switches them off), the traceback still comes.
+    failed = [line for line in lines if line["message"] == "it failed"][-1]
+    assert "RuntimeError: boom" in failed["exception"] and "test_observability.py" in failed["exception"]
 
 
 # -- metrics --------------------------------------------------------------------------------------------
