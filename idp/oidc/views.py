@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from flask import Blueprint, current_app, jsonify, request
 
 from ..extensions import runtime
@@ -53,6 +54,10 @@ def token():
     server = current_app.extensions["authlib.server"]
     rate_limits.hit("token", _client_key())
     try:
+        if not request.values.get("grant_type"):
+            # RFC 6749 §5.2: a missing required parameter is invalid_request. (Authlib would look for a grant
+            # of type None and answer unsupported_grant_type, which is for a type we do not offer.)
+            raise InvalidRequestError("Missing 'grant_type'.")
         dpop.check_token_request()
     except OAuth2Error as error:
         return server.handle_error_response(server.create_oauth2_request(None), error)

@@ -96,3 +96,26 @@ def test_an_unexpected_failure_is_a_json_500_and_the_request_ends_cleanly(app, c
     monkeypatch.undo()
     # The request's database session was removed: the next request works.
     assert client.post("/token", data={"grant_type": "client_credentials"}, headers=machine).status_code == 200
+
+
+def test_form_bodies_read_as_werkzeug_reads_them(client, machine):
+    """The lean path parses urlencoded bodies itself; what reaches the protocol code is what Werkzeug gives."""
+    # Repeated parameters stay repeated, blank values stay, percent-escapes decode.
+    response = client.post("/token", data=b"grant_type=client_credentials&scope=&resource=https%3A%2F%2Fidp.test"
+                                          b"&resource=https%3A%2F%2Fidp.test", headers=machine,
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200, response.get_json()
+    # Not UTF-8: no fields at all, so the grant type is missing (RFC 6749 §5.2: invalid_request).
+    response = client.post("/token", data=b"grant_type=client_credentials&x=\xff\xfe", headers=machine,
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+    # Another content type is not a form.
+    response = client.post("/token", json={"grant_type": "client_credentials"}, headers=machine)
+    assert response.status_code == 400 and response.get_json()["error"] == "invalid_request"
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(app, client, machine):
+    body = b"grant_type=client_credentials&pad=" + b"a" * app.config["MAX_CONTENT_LENGTH"]
+    response = client.post("/token", data=body, headers=machine, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "invalid_request"

@@ -268,6 +268,13 @@ def test_unsupported_grant_type(client, signed_in):
                        "unsupported_grant_type")
 
 
+def test_missing_grant_type_is_invalid_request(client, signed_in):
+    """RFC 6749 §5.2: a missing required parameter is invalid_request (unsupported_grant_type is for a type
+    the server does not support)."""
+    rp, _, _ = signed_in
+    assert_token_error(rp.token_request({"scope": "openid"}), "invalid_request")
+
+
 # -- public clients ----------------------------------------------------------------
 
 def _public_rp(browser, factory):
