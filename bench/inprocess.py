@@ -5,7 +5,10 @@
     python bench/inprocess.py --db sqlite --scenario client_credentials --instructions   # valgrind, ~40 s
 
 Calls the WSGI app directly (the same app `bench/run.py` serves, on a fresh database prepared the same
-way) for the token endpoint's client_credentials grant or for introspection of an access token.
+way) for the token endpoint's client_credentials grant, introspection of an access token, a refresh with
+rotation (each request carries the chain on), or the SSO hop (authorize with the browser session's cookie,
+then the code exchange). Refresh and SSO start from a real sign-in through the login pages, which is set-up
+and not measured.
 
 Why: on a shared VM a CPU-time figure moves by ±30 % from one minute to the next (a fixed pure-Python
 loop did too), so a change worth 5 % cannot be seen in `bench/run.py`'s figures. Two ways out:
