@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from authlib.oauth2.rfc6749 import TokenMixin
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -63,7 +62,9 @@ class TokenFamily(Base):
         return self.revoked_at is not None
 
 
-class RefreshToken(Base, TokenMixin):
+class RefreshToken(Base):
+    """A refresh token's row. The grants read it with its family as ``tokens.RefreshCredential``."""
+
     __tablename__ = "refresh_tokens"
 
     #: HMAC of the token; the token itself is only ever in the client's hands.
@@ -75,22 +76,6 @@ class RefreshToken(Base, TokenMixin):
     rotated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     family: Mapped[TokenFamily] = relationship(lazy="joined")
-
-    # -- Authlib TokenMixin ---------------------------------------------------
-    def check_client(self, client):
-        return self.family.client_id == client.get_client_id()
-
-    def get_scope(self):
-        return self.family.scope
-
-    def get_expires_in(self):
-        return int((self.expires_at - self.created_at).total_seconds())
-
-    def is_expired(self):
-        return self.expires_at <= utcnow()
-
-    def is_revoked(self):
-        return self.family.revoked or self.rotated_at is not None
 
 
 class AccessToken(Base):

@@ -143,3 +143,14 @@ def at_hash(access_token: str) -> str:
 def make_rp(browser, factory, **client_kwargs) -> RP:
     client, secret = factory.client(**client_kwargs)
     return RP(browser, client.client_id, secret, client.redirect_uris[0])
+
+
+def machine_client(factory, db) -> tuple[str, dict]:
+    """A confidential client allowed the client_credentials grant: (client_id, its HTTP Basic header)."""
+    from idp.clients.models import Client
+
+    client, secret = factory.client()
+    db.get(Client, client.client_id).grant_types = ["client_credentials"]
+    db.commit()
+    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+    return client.client_id, {"Authorization": f"Basic {basic}"}

@@ -11,18 +11,14 @@ import pytest
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import ECKey, KeySet
 
-from idp.clients.models import Client
 from idp.oidc import keys as keys_module
 from idp.oidc.tokens import CompactSigner
+from tests.helpers.oidc import machine_client
 
 
 @pytest.fixture
 def machine(factory, db):
-    client, secret = factory.client()
-    db.get(Client, client.client_id).grant_types = ["client_credentials"]
-    db.commit()
-    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
-    return client.client_id, {"Authorization": f"Basic {basic}"}
+    return machine_client(factory, db)
 
 
 def issue(client, machine) -> str:

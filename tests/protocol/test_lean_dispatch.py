@@ -4,23 +4,18 @@ a browser's session cookie neither read nor touched."""
 
 from __future__ import annotations
 
-import base64
 import re
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from idp.clients.models import Client
+from tests.helpers.oidc import machine_client
 
 
 @pytest.fixture
 def machine(factory, db):
-    client, secret = factory.client()
-    row = db.get(Client, client.client_id)
-    row.grant_types = ["client_credentials"]
-    db.commit()
-    basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
-    return {"Authorization": f"Basic {basic}"}
+    """The Authorization header of a client_credentials client."""
+    return machine_client(factory, db)[1]
 
 
 def requests_counted(client, endpoint: str, status: str) -> float:
