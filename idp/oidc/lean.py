@@ -2,8 +2,8 @@
 
 Token, introspection, revocation and UserInfo requests come from RPs and resource servers, many per sign-in,
 and use nothing of what Flask's dispatch does around a view for the pages: the browser session (opened and
-saved), the CSRF check, the locale, the before-request hooks. That cycle cost about a quarter of a token
-request (bench/README.md). This layer runs the same view functions in a request context of their own
+saved), the CSRF check, the locale, the before-request hooks. That cycle cost about a tenth of a token
+request's instructions (bench/README.md). This layer runs the same view functions in a request context of their own
 (``flask.request`` and ``g`` work as everywhere) with a null session, so a view that tried to write to a
 session would fail loudly rather than lose the write, and adds what the app's hooks add to every response:
 the request id, the security headers, the Prometheus counters and the access log line. Errors go through the

@@ -79,3 +79,18 @@ def test_a_read_returns_the_row_by_column_name_with_types_restored(runtime):
     assert runtime.db.read(read, {"reason": row["reason"]}) == {
         "occurred_at": when, "details": {"with_refresh": True}, "address": "192.0.2.1"}
     assert runtime.db.read(read, {"reason": "no-such-event"}) is None
+
+
+def test_a_row_reads_back_as_sqlalchemy_reads_it(runtime, db):
+    from sqlalchemy import bindparam, select
+
+    table = AuditEvent.__table__
+    read = DirectStatement(select(table.c.occurred_at, table.c.details, table.c.subject_id, table.c.user_agent)
+                           .where(table.c.reason == bindparam("reason")))
+    row = event_row()  # subject_id and user_agent NULL
+    with runtime.db.engine.begin() as connection:
+        INSERT_EVENT.execute(connection, row)
+    with runtime.db.engine.connect() as connection:
+        expected = dict(connection.execute(read.statement, {"reason": row["reason"]}).one()._mapping)
+    assert runtime.db.read(read, {"reason": row["reason"]}) == expected
+    assert expected["subject_id"] is None and expected["details"] == {"with_refresh": False}
