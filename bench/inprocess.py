@@ -232,7 +232,8 @@ def instructions(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "pg"), default="sqlite")
-    parser.add_argument("--scenario", choices=("client_credentials", "introspection", "refresh", "sso"), default="client_credentials")
+    parser.add_argument("--scenario", choices=("client_credentials", "introspection", "refresh", "sso"),
+                        default="client_credentials")
     parser.add_argument("--requests", type=int, default=100, help="per round (default 100)")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="cProfile 2000 requests; print the top functions")

@@ -201,8 +201,6 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
         return claims
 
 
-
-
 def _jwt_claims(token: str) -> dict:
     """Claims of a JWT this process just signed (no verification needed)."""
     payload = token.split(".")[1]
@@ -354,9 +352,9 @@ class FamilyState:
 class RefreshCredential:
     """A presented refresh token with its family, read by one statement (Authlib's TokenMixin for the grant).
 
-    The refresh grant needs the token and every column of its family; loading them as ORM objects (with the
-    identity map and the session's transaction) cost a fifth of a refresh request. Nothing here is written
-    through these objects: rotation is the conditional UPDATE of ``claim_rotation``."""
+    The refresh grant needs the token and every column of its family; loading them as ORM objects (identity
+    map, the session's transaction) cost several times the statement. Nothing is written through these
+    objects: rotation is the conditional UPDATE of ``claim_rotation``."""
 
     token_hash: str
     family_id: str
