@@ -282,15 +282,18 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                           getattr(self.request, "agreement", None), self.request.client)
 
     def save_token(self, token):
-        tokens.persist(db_session().connection(), token, self.request.client, self.request.user, new_family=False,
+        # The new tokens and the rotation claim (revoke_old_credential) commit together, in the request's Core
+        # transaction; if anything fails before that commit, the request's end rolls the new tokens back and
+        # the old refresh token stays usable.
+        tokens.persist(runtime().db.transaction(), token, self.request.client, self.request.user, new_family=False,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE,
                        family_expires_at=self.request.refresh_token.family.expires_at)
 
     def revoke_old_credential(self, refresh_token):
-        session = db_session()
-        if not tokens.claim_rotation(session, refresh_token):
+        database = runtime().db
+        if not tokens.claim_rotation(database.transaction(), refresh_token):
             # Another request rotated it between our read and now: same as reuse.
-            session.rollback()
-            tokens.revoke_family(session, refresh_token.family_id, "refresh_token_reuse")
+            database.finish_transaction(commit=False)
+            tokens.revoke_family(db_session(), refresh_token.family_id, "refresh_token_reuse")
             raise InvalidGrantError("The refresh token was already used.")
-        session.commit()
+        database.finish_transaction(commit=True)

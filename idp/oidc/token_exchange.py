@@ -117,7 +117,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         token = self.generate_token(user=user, scope=self.request.exchange_scope,
                                     include_refresh_token=rotated is not None
                                     and "offline_access" in (scope_to_list(self.request.exchange_scope) or []))
-        if rotated is not None and not tokens.claim_rotation(session, rotated):
+        if rotated is not None and not tokens.claim_rotation(session.connection(), rotated):
             session.rollback()
             tokens.revoke_family(session, family.id, "refresh_token_reuse")
             raise InvalidRequestError("The subject token is not valid.")

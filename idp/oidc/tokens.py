@@ -406,13 +406,13 @@ _CLAIM_ROTATION = DirectStatement(
     .values(rotated_at=bindparam("now", type_=RefreshToken.__table__.c.rotated_at.type)))
 
 
-def claim_rotation(session: Session, refresh_token: RefreshCredential) -> bool:
-    """Mark a refresh token used; False if another request already did (reuse)."""
-    # The conditional UPDATE is the atomic step, on the session's connection (in the transaction that also
-    # holds the new tokens). A direct statement: the ORM's bulk-update path would also search the identity
-    # map for objects to synchronise, and Core's execution machinery costs more than the UPDATE.
-    return _CLAIM_ROTATION.execute(session.connection(), {"claimed_hash": refresh_token.token_hash,
-                                                          "now": utcnow()}) == 1
+def claim_rotation(connection: Connection, refresh_token: RefreshCredential) -> bool:
+    """Mark a refresh token used, in ``connection``'s transaction (the one that holds the new tokens); False if
+    another request already did (reuse)."""
+    # The conditional UPDATE is the atomic step. A direct statement: the ORM's bulk-update path would also
+    # search the identity map for objects to synchronise, and Core's execution machinery costs more than the
+    # UPDATE.
+    return _CLAIM_ROTATION.execute(connection, {"claimed_hash": refresh_token.token_hash, "now": utcnow()}) == 1
 
 
 def find_access_token(session: Session, jti: str) -> AccessToken | None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from pathlib import Path
 
 from sqlalchemy import DateTime, MetaData, Text, TypeDecorator, create_engine, event, exc
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 
 NAMING = {
@@ -150,6 +151,7 @@ class Database:
         self.engine = make_engine(url)
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=False)
         self.session: scoped_session[Session] = scoped_session(self.session_factory)
+        self._local = threading.local()
 
     def read(self, statement, params: dict) -> dict | None:
         """The first row of one read-only ``DirectStatement`` (idp/storage/direct.py), outside any transaction.
@@ -163,8 +165,38 @@ class Database:
                 connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             return statement.first(connection, params)
 
+    def transaction(self) -> Connection:
+        """A Core connection in a transaction, held for this thread (this request) until
+        ``finish_transaction`` or ``remove``, which rolls back what was not committed.
+
+        For a grant whose writes span several steps and need no ORM objects (the refresh grant: the new tokens,
+        then the rotation claim, committed together): the ORM session's transaction bookkeeping cost more than
+        those statements."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self.engine.connect()
+            connection.begin()
+            self._local.connection = connection
+        return connection
+
+    def finish_transaction(self, commit: bool) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            return
+        self._local.connection = None
+        try:
+            if commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        finally:
+            connection.close()
+
     def remove(self) -> None:
-        self.session.remove()
+        try:
+            self.finish_transaction(commit=False)
+        finally:
+            self.session.remove()
 
     def dispose(self) -> None:
         self.session.remove()

@@ -328,3 +328,36 @@ def test_code_expires(client, signed_in, monkeypatch):
 
     monkeypatch.setattr(grant_types, "time", Later)
     assert_token_error(rp.token(c), "invalid_grant")
+
+
+def test_a_refresh_that_fails_after_writing_leaves_the_old_token_usable(client, signed_in, db, monkeypatch):
+    """The refresh grant writes the new tokens, then claims the old one, and commits both together
+    (idp/storage/db.py Database.transaction); a failure in between rolls the new tokens back at the end of
+    the request, so the client's retry with the same refresh token is a normal rotation, not a reuse."""
+    from sqlalchemy import func, select
+
+    from idp.grants.models import AccessToken
+    from idp.oidc import tokens as idp_tokens
+
+    rp, code, _identity = signed_in
+    tokens = rp.token(code(scope="openid offline_access", prompt="consent")).get_json()
+    assert tokens.get("refresh_token"), tokens
+
+    def issued() -> int:
+        db.expire_all()
+        return db.scalar(select(func.count()).select_from(AccessToken).where(AccessToken.client_id == rp.client_id))
+
+    before = issued()
+    with monkeypatch.context() as patch:
+        def broken(*_args, **_kwargs):
+            raise RuntimeError("the database went away mid-grant")
+
+        patch.setattr(idp_tokens, "claim_rotation", broken)
+        failed = rp.refresh(tokens["refresh_token"])
+    assert failed.status_code == 500 and failed.get_json()["error"] == "server_error"
+    assert issued() == before  # nothing of the failed response was kept
+    retry = rp.refresh(tokens["refresh_token"])
+    assert retry.status_code == 200, retry.get_json()
+    assert retry.get_json()["refresh_token"] != tokens["refresh_token"]
+    assert issued() == before + 1
+    assert rp.refresh(retry.get_json()["refresh_token"]).status_code == 200
