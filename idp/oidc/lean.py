@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 from flask.ctx import RequestContext
 from flask.sessions import NullSession
+from werkzeug.exceptions import ClientDisconnected
 
 from .. import observability
 
@@ -49,10 +50,10 @@ class LeanProtocolEndpoints:
         try:
             try:
                 ctx.push()
-                if environ.get("REQUEST_METHOD") == "POST":
-                    _read_form(ctx.request)
                 observability.start_request()
                 try:
+                    if environ.get("REQUEST_METHOD") == "POST":
+                        _read_form(ctx.request)
                     rv = app.view_functions[endpoint]()
                 except Exception as e:  # noqa: BLE001 - the app's error handlers decide, as in Flask's dispatch
                     rv = app.handle_user_exception(e)
@@ -77,6 +78,8 @@ def _read_form(request) -> None:
     if length is None or (limit is not None and length > limit):
         return
     body = request.environ["wsgi.input"].read(length)
+    if len(body) != length:
+        raise ClientDisconnected()  # as Werkzeug's stream does for a body shorter than its Content-Length
     try:
         items = parse_qsl(body.decode(), keep_blank_values=True, errors="werkzeug.url_quote")
     except ValueError:

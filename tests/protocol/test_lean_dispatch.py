@@ -114,3 +114,11 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(app, client, machine
     response = client.post("/token", data=body, headers=machine, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 413
     assert response.get_json()["error"] == "invalid_request"
+
+
+def test_a_body_shorter_than_its_content_length_is_a_bad_request(client, machine):
+    response = client.post("/token", data=b"grant_type=client_credentials", headers=machine,
+                           content_type="application/x-www-form-urlencoded",
+                           environ_overrides={"CONTENT_LENGTH": "500"})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
