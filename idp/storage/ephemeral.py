@@ -76,8 +76,8 @@ class SQLStore:
         # put: an upsert, so two first writes of one key cannot race to INSERT.
         upsert = insert(table).values(key=entry_key, value=bindparam("value", type_=Text()),
                                       expires_at=bindparam("expires_at", type_=UTCDateTime()), consumed=False)
-        self._put = upsert.on_conflict_do_update(index_elements=[table.c.key], set_={
-            "value": upsert.excluded.value, "expires_at": upsert.excluded.expires_at, "consumed": False})
+        self._put = DirectStatement(upsert.on_conflict_do_update(index_elements=[table.c.key], set_={
+            "value": upsert.excluded.value, "expires_at": upsert.excluded.expires_at, "consumed": False}))
         self._get = DirectStatement(select(table.c.value, table.c.consumed)
                                     .where(table.c.key == entry_key, table.c.expires_at > now))
         # consume: the conditional UPDATE is the atomic step: only one transaction can flip consumed
@@ -85,13 +85,12 @@ class SQLStore:
         self._flip = DirectStatement(update(table).where(table.c.key == entry_key, table.c.consumed.is_(False),
                                                          table.c.expires_at > now).values(consumed=True))
         self._delete = DirectStatement(delete(table).where(table.c.key == entry_key))
-        self._put = DirectStatement(self._put)
         self._incr = _incr_statement(database.engine.dialect.name)
 
     def put(self, kind, ident, value, ttl):
         with self._engine.begin() as connection:
             self._put.execute(connection, {"entry_key": key(kind, ident), "value": json.dumps(value),
-                                           "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
+                                          "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
 
     def get(self, kind, ident):
         with self._engine.connect() as connection:
