@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
+from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
 from authlib.integrations.flask_oauth2 import ResourceProtector as FlaskResourceProtector
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
-from authlib.oauth2.rfc6749.errors import InvalidClientError, MissingAuthorizationError, UnsupportedTokenTypeError
+from authlib.oauth2.rfc6749.errors import (InsecureTransportError, InvalidClientError, MissingAuthorizationError,
+                                           UnsupportedTokenTypeError)
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from authlib.oauth2.rfc9207 import IssuerParameter
@@ -57,6 +62,38 @@ class ParamsOAuth2Request(OAuth2Request):
         return MultiDict()
 
 
+class ProtocolRequest(FlaskOAuth2Request):
+    """Authlib's Flask request wrapper, with what its constructor computes for every request done lazily or once.
+
+    Authlib's constructor builds the full URL (``request.url``: Werkzeug quotes path and query) for its
+    transport check and for ``uri``, which only dynamic client management reads, and evaluates
+    ``headers or {}``, which walks the whole WSGI environ to count the headers. Here the same check
+    (``is_secure_transport`` looks at the scheme and host name only) is made on scheme and host and remembered,
+    and ``uri`` is built when first read. The attributes are those Authlib's constructor sets
+    (tests/protocol/test_protocol_request.py compares them, so an Authlib upgrade that adds one fails there)."""
+
+    def __init__(self, request):
+        if not _secure_transport(request.scheme, request.host, bool(os.getenv("AUTHLIB_INSECURE_TRANSPORT"))):
+            raise InsecureTransportError()
+        self.method = request.method
+        self.headers = request.headers
+        self._body = None
+        self.payload = FlaskOAuth2Payload(request)
+        self.client = self.auth_method = self.user = self.authorization_code = None
+        self.refresh_token = self.credential = self._scope = None
+        self._request = request
+
+    @functools.cached_property
+    def uri(self) -> str:
+        return self._request.url
+
+
+@functools.lru_cache(maxsize=256)
+def _secure_transport(scheme: str, host: str, insecure_allowed: bool) -> bool:
+    # insecure_allowed is part of the key only: is_secure_transport reads AUTHLIB_INSECURE_TRANSPORT itself.
+    return is_secure_transport(f"{scheme}://{host}/")
+
+
 class AuthorizationServer(FlaskAuthorizationServer):
     def query_client(self, client_id):
         client = runtime().clients.get(db_session(), client_id)
@@ -80,7 +117,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         if isinstance(request, MultiDict):
             return ParamsOAuth2Request(runtime().settings.issuer + "/authorize", request)
         # The request object itself, not Flask's proxy: Authlib reads the form through it a dozen times a request.
-        return FlaskOAuth2Request(flask_request._get_current_object())
+        return ProtocolRequest(flask_request._get_current_object())
 
 
 class Issuer(IssuerParameter):

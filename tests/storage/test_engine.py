@@ -43,3 +43,22 @@ def test_a_connection_killed_while_idle_is_replaced_transparently(pg_url):
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_the_connection_that_wrote_last_is_handed_out_next(tmp_path):
+    """SQLite drops a connection's page cache when another connection wrote since its last transaction; with
+    the pool handing out the most recently returned connection, the writer keeps its cache (LIFO)."""
+    engine = db_module.make_engine(f"sqlite:///{tmp_path / 'lifo.sqlite3'}")
+    try:
+        first, second = engine.connect(), engine.connect()
+        first_dbapi, second_dbapi = first.connection.dbapi_connection, second.connection.dbapi_connection
+        first.close()
+        second.close()  # returned last
+        with engine.begin() as connection:
+            assert connection.connection.dbapi_connection is second_dbapi
+            connection.execute(text("CREATE TABLE t (x INTEGER)"))
+        with engine.connect() as connection:
+            assert connection.connection.dbapi_connection is second_dbapi
+        assert first_dbapi is not second_dbapi
+    finally:
+        engine.dispose()
