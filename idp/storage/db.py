@@ -166,11 +166,19 @@ class Database:
         On PostgreSQL a statement in the request's session costs BEGIN, the statement and a ROLLBACK at
         the end of the request: three round trips where one does. For single-statement reads on hot paths
         (is this access token still good?) that need no snapshot shared with other reads. SQLite opens no
-        transaction for a SELECT in the first place."""
-        with self.engine.connect() as connection:
+        transaction for a SELECT in the first place.
+
+        The connection is held for the rest of the request (``remove`` returns it): a refresh reads two or three
+        rows, and a pool check-out and check-in per read cost more than the read. A read while this thread's
+        ``transaction`` is open runs in it."""
+        local = self._local
+        connection = getattr(local, "connection", None) or getattr(local, "reader", None)
+        if connection is None:
+            connection = self.engine.connect()
             if connection.dialect.name != "sqlite":
                 connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            return statement.first(connection, params)
+            local.reader = connection
+        return statement.first(connection, params)
 
     def transaction(self) -> Connection:
         """A Core connection in a transaction, held for this thread (this request) until
@@ -179,11 +187,18 @@ class Database:
         For a grant whose writes span several steps and need no ORM objects (the refresh grant: the new tokens,
         then the rotation claim, committed together): the ORM session's transaction bookkeeping cost more than
         those statements."""
-        connection = getattr(self._local, "connection", None)
+        local = self._local
+        connection = getattr(local, "connection", None)
         if connection is None:
-            connection = self.engine.connect()
+            reader = getattr(local, "reader", None)
+            if reader is not None and reader.dialect.name == "sqlite":
+                # The request's reading connection (no transaction open on it) takes the transaction: one
+                # connection per request. PostgreSQL's reader is in autocommit, so it takes a connection of its own.
+                local.reader, connection = None, reader
+            else:
+                connection = self.engine.connect()
             connection.begin()
-            self._local.connection = connection
+            local.connection = connection
         return connection
 
     def finish_transaction(self, commit: bool) -> None:
@@ -203,7 +218,12 @@ class Database:
         try:
             self.finish_transaction(commit=False)
         finally:
-            self.session.remove()
+            reader, self._local.reader = getattr(self._local, "reader", None), None
+            try:
+                if reader is not None:
+                    reader.close()
+            finally:
+                self.session.remove()
 
     def dispose(self) -> None:
         self.session.remove()

@@ -94,3 +94,44 @@ def test_a_row_reads_back_as_sqlalchemy_reads_it(runtime, db):
         expected = dict(connection.execute(read.statement, {"reason": row["reason"]}).one()._mapping)
     assert runtime.db.read(read, {"reason": row["reason"]}) == expected
     assert expected["subject_id"] is None and expected["details"] == {"with_refresh": False}
+
+
+def _read_reason():
+    from sqlalchemy import bindparam, select
+
+    table = AuditEvent.__table__
+    return DirectStatement(select(table.c.reason).where(table.c.reason == bindparam("reason")))
+
+
+def test_a_requests_reads_share_one_connection_which_its_end_returns(runtime):
+    from sqlalchemy import event
+
+    database, read = runtime.db, _read_reason()
+    database.remove()
+    checkouts = []
+    listener = lambda *_args: checkouts.append(1)  # noqa: E731
+    event.listen(database.engine, "checkout", listener)
+    try:
+        before = database.engine.pool.checkedout()
+        for _ in range(3):
+            assert database.read(read, {"reason": "nothing"}) is None
+        connection = database.transaction()
+        assert database.read(read, {"reason": "nothing"}) is None
+        # SQLite: the reading connection takes the transaction; PostgreSQL's reader is in autocommit.
+        assert len(checkouts) == (1 if connection.dialect.name == "sqlite" else 2)
+        database.remove()
+        assert database.engine.pool.checkedout() == before
+    finally:
+        event.remove(database.engine, "checkout", listener)
+
+
+def test_a_held_reader_sees_what_others_commit_meanwhile(runtime):
+    database, read = runtime.db, _read_reason()
+    row = event_row()
+    try:
+        assert database.read(read, {"reason": row["reason"]}) is None
+        with database.engine.begin() as connection:  # another request's commit
+            INSERT_EVENT.execute(connection, row)
+        assert database.read(read, {"reason": row["reason"]}) == {"reason": row["reason"]}
+    finally:
+        database.remove()
