@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from dataclasses import asdict, dataclass
 
@@ -168,6 +169,11 @@ class IdTokenForRefresh(IdTokenMixin, OpenIDToken):
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_ENDPOINT_AUTH_METHODS
 
+    def generate_authorization_code(self):
+        # 288 random bits as 48 URL-safe characters from one urandom read (Authlib's default draws each of its
+        # 48 characters from SystemRandom separately).
+        return secrets.token_urlsafe(36)
+
     def save_authorization_code(self, code, request):
         principal: Principal = request.user
         data = request.payload.data
@@ -225,15 +231,17 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
 
     def save_token(self, token):
-        session = db_session()
+        # The family, its tokens and the audit event in one Core transaction (the ORM session's unit of work
+        # has nothing to do here); on SQLite it is the connection that read the person's claims.
+        database = runtime().db
         family_id = self.request.user.family_id
-        tokens.persist(session.connection(), token, self.request.client, self.request.user, new_family=True,
+        tokens.persist(database.transaction(), token, self.request.client, self.request.user, new_family=True,
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
-        session.commit()
+        database.finish_transaction(commit=True)
         if runtime().store.get(REPLAYED, family_id) is not None:
             # A replay arrived while we were issuing: the response still goes
             # out (the code was good), but what it carries is revoked at once.
-            tokens.revoke_family(session, family_id, "code_reuse")
+            tokens.revoke_family(db_session(), family_id, "code_reuse")
 
 
 def family_context(family) -> dict:

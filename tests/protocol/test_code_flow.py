@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import jwt as pyjwt
@@ -15,6 +16,8 @@ def test_oidcc_server_happy_path(client, factory):
     result = rp.sign_in(identity.email, state="s-123", nonce="n-456")
     assert result["state"] == "s-123"
     assert result["iss"] == "https://idp.test"
+    # At least 256 random bits (RFC 6749 §10.10 asks for unguessable codes), in URL-safe characters.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{48}", result["code"])
 
     response = rp.token(result["code"])
     assert response.status_code == 200, response.get_json()
