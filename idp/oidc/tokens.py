@@ -303,7 +303,7 @@ def persist_alone(database: Database, token: dict, client, **kwargs) -> None:
     refresh token). On PostgreSQL that is one statement, atomic by itself: sent in autocommit it is one
     round trip instead of BEGIN, INSERT and COMMIT. SQLite writes its rows in one short transaction."""
     if database.engine.dialect.name == "postgresql":
-        with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        with database.autocommit_engine.connect() as connection:
             persist(connection, token, client, None, new_family=False, **kwargs)
         return
     with database.engine.begin() as connection:

@@ -108,11 +108,13 @@ def test_a_requests_reads_share_one_connection_which_its_end_returns(runtime):
 
     database, read = runtime.db, _read_reason()
     database.remove()
+    engines = {database.engine, database.autocommit_engine}
     checkouts = []
     listener = lambda *_args: checkouts.append(1)  # noqa: E731
-    event.listen(database.engine, "checkout", listener)
+    for engine in engines:
+        event.listen(engine, "checkout", listener)
     try:
-        before = database.engine.pool.checkedout()
+        before = [engine.pool.checkedout() for engine in engines]
         for _ in range(3):
             assert database.read(read, {"reason": "nothing"}) is None
         connection = database.transaction()
@@ -120,9 +122,30 @@ def test_a_requests_reads_share_one_connection_which_its_end_returns(runtime):
         # SQLite: the reading connection takes the transaction; PostgreSQL's reader is in autocommit.
         assert len(checkouts) == (1 if connection.dialect.name == "sqlite" else 2)
         database.remove()
-        assert database.engine.pool.checkedout() == before
+        assert [engine.pool.checkedout() for engine in engines] == before
     finally:
-        event.remove(database.engine, "checkout", listener)
+        for engine in engines:
+            event.remove(engine, "checkout", listener)
+
+
+def test_postgresql_reads_stay_in_autocommit_on_connections_that_are_never_switched(runtime):
+    from sqlalchemy import event
+
+    database, read = runtime.db, _read_reason()
+    if database.engine.dialect.name == "sqlite":
+        assert database.autocommit_engine is database.engine
+        return
+    switched = []
+    listener = lambda *_args: switched.append(1)  # noqa: E731
+    event.listen(database.autocommit_engine, "set_connection_execution_options", listener)
+    try:
+        database.read(read, {"reason": "nothing"})
+        assert database._local.reader.connection.dbapi_connection.autocommit is True
+        assert database.autocommit_engine.pool is not database.engine.pool
+        assert switched == []
+    finally:
+        database.remove()
+        event.remove(database.autocommit_engine, "set_connection_execution_options", listener)
 
 
 def test_a_held_reader_sees_what_others_commit_meanwhile(runtime):

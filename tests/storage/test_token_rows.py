@@ -35,14 +35,17 @@ def claims_of(jwt: str) -> dict:
 def statements(app):
     """Statements sent to the database while the test runs."""
     seen: list[str] = []
-    engine = app.extensions["idp"].db.engine
+    database = app.extensions["idp"].db
+    engines = {database.engine, database.autocommit_engine}
 
     def before(conn, cursor, statement, parameters, context, executemany):
         seen.append(statement)
 
-    event.listen(engine, "before_cursor_execute", before)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
     yield seen
-    event.remove(engine, "before_cursor_execute", before)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", before)
 
 
 def test_a_code_exchange_writes_family_tokens_and_event(app, client, factory, db, statements):
