@@ -105,10 +105,6 @@ class VerifiedTokens:
                     del self._entries[next(iter(self._entries))]
         return dict(entry[1]), dict(entry[2])
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 #: One per process: the key ring is one per process too.
 VERIFIED = VerifiedTokens()

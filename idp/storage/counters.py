@@ -70,12 +70,17 @@ class BlockCounter:
             return self._store.incr(kind, ident, ttl)
         try:
             last = self._store.incr(kind, ident, ttl, amount=block)
-        finally:
+        except BaseException:
             with self._lock:
                 self._reserving.discard(slot)
+            raise
         first = last - block + 1
         now = time.monotonic()
         with self._lock:
+            # The new block is in place when the next reservation may start. (Ending the reservation first let
+            # a thread that found the old block used up reserve another in between, and whichever block was put
+            # in place first was overwritten: its numbers were never handed out.)
+            self._reserving.discard(slot)
             if len(self._held) >= MAX_HELD:
                 self._held = {k: v for k, v in self._held.items() if v.stale_after > now}
             self._held[slot] = _Held(window, first + 1, last, exhausted=last > allowed, stale_after=now + ttl)

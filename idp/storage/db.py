@@ -168,7 +168,8 @@ class Database:
         self._local = threading.local()
 
     def read(self, statement, params: dict) -> dict | None:
-        """The first row of one read-only ``DirectStatement`` (idp/storage/direct.py), outside any transaction.
+        """The first row of one read-only ``DirectStatement`` (idp/storage/direct.py), in autocommit (or in this
+        thread's ``transaction`` if one is open).
 
         On PostgreSQL a statement in the request's session costs BEGIN, the statement and a ROLLBACK at
         the end of the request: three round trips where one does. For single-statement reads on hot paths
@@ -176,8 +177,7 @@ class Database:
         transaction for a SELECT in the first place.
 
         The connection is held for the rest of the request (``remove`` returns it): a refresh reads two or three
-        rows, and a pool check-out and check-in per read cost more than the read. A read while this thread's
-        ``transaction`` is open runs in it."""
+        rows, and a pool check-out and check-in per read cost more than the read."""
         local = self._local
         connection = getattr(local, "connection", None) or getattr(local, "reader", None)
         if connection is None:
