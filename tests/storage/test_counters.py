@@ -77,17 +77,22 @@ def test_a_small_limit_is_counted_exactly(store):  # noqa: F811
     assert counting.increments == 32
 
 
-def test_threads_of_one_worker_share_its_blocks(store):  # noqa: F811
-    counter, key = BlockCounter(store), uuid.uuid4().hex
+def numbers_taken_by_threads(counter: BlockCounter, allowed: int, threads: int, each: int) -> list[int]:
+    """Numbers ``threads`` threads take at once, ``each`` apiece, then what the counter still holds: after that
+    no number may be missing. (A request that came while another thread was reserving is counted on its own,
+    so it can land after the held block.)"""
+    key = uuid.uuid4().hex
 
-    def fifty():
-        return [counter.take("token", key, 1, 100_000, TTL) for _ in range(50)]
+    def take_each():
+        return [counter.take("token", key, 1, allowed, TTL) for _ in range(each)]
 
-    numbers = [n for result in simultaneously([fifty] * 4) for n in result]
-    # What the process still holds is handed out too: then no number may be missing. (A request that came
-    # while another thread was reserving is counted on its own, so it can land after the held block.)
+    numbers = [n for result in simultaneously([take_each] * threads) for n in result]
     held = counter._held[("token", key)]
-    numbers += [counter.take("token", key, 1, 100_000, TTL) for _ in range(held.last - held.next + 1)]
+    return numbers + [counter.take("token", key, 1, allowed, TTL) for _ in range(held.last - held.next + 1)]
+
+
+def test_threads_of_one_worker_share_its_blocks(store):  # noqa: F811
+    numbers = numbers_taken_by_threads(BlockCounter(store), 100_000, threads=4, each=50)
     assert sorted(numbers) == list(range(1, len(numbers) + 1))
 
 
@@ -95,7 +100,6 @@ def test_a_reserved_block_is_in_place_before_the_next_reservation_starts(store, 
     """A thread that found the old block used up while another thread was between its reservation and putting
     the new block in place reserved one more, and one of the two blocks was overwritten: numbers lost (seen
     once in CI). Here the gap is widened by a slow clock, which the reserving thread reads in between."""
-    counter, key = BlockCounter(store), uuid.uuid4().hex
     clock = counters.time.monotonic
 
     def slow_clock():
@@ -103,13 +107,7 @@ def test_a_reserved_block_is_in_place_before_the_next_reservation_starts(store, 
         return clock()
 
     monkeypatch.setattr(counters.time, "monotonic", slow_clock)
-
-    def twenty():
-        return [counter.take("token", key, 1, 1_000, TTL) for _ in range(20)]
-
-    numbers = [n for result in simultaneously([twenty] * 8) for n in result]
-    held = counter._held[("token", key)]
-    numbers += [counter.take("token", key, 1, 1_000, TTL) for _ in range(held.last - held.next + 1)]
+    numbers = numbers_taken_by_threads(BlockCounter(store), 1_000, threads=8, each=20)
     assert sorted(numbers) == list(range(1, len(numbers) + 1))
 
 
