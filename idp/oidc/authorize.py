@@ -116,12 +116,12 @@ def _hint_mismatch(hint: str | None, identity, client) -> bool:
     return token.claims.get("sub") != subjects.subject_for(identity, client)
 
 
-def signed_in_identity():
+def signed_in_identity(load=lambda identity_id: db_session().get(Identity, identity_id)):
     """(login, identity) for this browser, or (None, None) when nobody valid is signed in."""
     login = sessions.current(session)
     if login is None:
         return None, None
-    identity = db_session().get(Identity, login.identity_id)
+    identity = load(login.identity_id)
     if not sessions.valid_for(login, identity):
         return None, None
     return login, identity
@@ -130,13 +130,7 @@ def signed_in_identity():
 def _signed_in_for_authorization():
     """``signed_in_identity`` for the authorization endpoint, which only reads the person (claims, subject,
     memberships): the identity as ``tokens.TokenIdentity``, without an ORM load on every SSO hop."""
-    login = sessions.current(session)
-    if login is None:
-        return None, None
-    identity = tokens.token_identity(runtime().db, login.identity_id)
-    if not sessions.valid_for(login, identity):
-        return None, None
-    return login, identity
+    return signed_in_identity(lambda identity_id: tokens.token_identity(runtime().db, identity_id))
 
 
 def effective_params(payload_data) -> MultiDict:
