@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, g, jsonify, render_template, request, session
+from flask import Flask, g, has_app_context, jsonify, render_template, request, session
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.check_schema:
         migrations.check_current(database.engine)
     keys_module.generate(settings.keys_dir)
-    store = make_store(database, settings.redis_url, settings.redis_prefix)
+    store = make_store(database, settings.redis_url, settings.redis_prefix, held=has_app_context)
     cipher = DataCipher(load_data_key(settings.data_key, settings.keys_dir))
     app.extensions["idp"] = Runtime(
         settings=settings,

@@ -84,6 +84,16 @@ def valid_request_id(value: str) -> bool:
 
 
 _by_labels: dict[tuple[str, str, int], tuple] = {}
+_tokens_by_grant: dict[str, object] = {}
+
+
+def count_token(grant_type: str | None) -> None:
+    """One token response of a grant type (labels() takes a lock and builds the label tuple each time)."""
+    grant_type = grant_type or "unknown"
+    child = _tokens_by_grant.get(grant_type)
+    if child is None:
+        child = _tokens_by_grant[grant_type] = TOKENS.labels(grant_type)
+    child.inc()
 
 
 def count_request(endpoint: str, method: str, status: int, elapsed: float, **extra) -> None:

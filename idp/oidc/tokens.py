@@ -295,7 +295,7 @@ def persist(connection: Connection, token: dict, client, principal: Principal | 
                               client_id=client.get_client_id(), reason=grant_type, origin=origin(),
                               with_refresh=bool(token.get("refresh_token")))
     _write(connection, rows)
-    observability.TOKENS.labels(grant_type or "unknown").inc()
+    observability.count_token(grant_type)
 
 
 def persist_alone(database: Database, token: dict, client, **kwargs) -> None:

@@ -42,8 +42,9 @@ class DirectStatement:
                 processors[name] = processor
         names = tuple(compiled.positiontup) if compiled.positional else None
         # A SELECT's columns by name, each with its type's result processor (text back to UTC datetimes, JSON).
+        returned = getattr(self.statement, "selected_columns", None) or getattr(self.statement, "exported_columns", {})
         columns = tuple((key, column.type.dialect_impl(dialect).result_processor(dialect, None))
-                        for key, column in getattr(self.statement, "selected_columns", {}).items())
+                        for key, column in returned.items())
         entry = (compiled.string, names, fixed, processors, columns)
         self._compiled[(dialect.name, keys)] = entry
         return entry

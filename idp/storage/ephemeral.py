@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from sqlalchemy import Boolean, Integer, String, Text, bindparam, case, cast, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -67,8 +67,12 @@ class SQLStore:
     browser sessions, interactions and codes go through here on every page of a sign-in, and SQLAlchemy's
     execution machinery costs more than the SQL."""
 
-    def __init__(self, database: Database):
+    def __init__(self, database: Database, held: Callable[[], bool] = lambda: False):
+        """``held``: whether the caller's scope ends in ``Database.remove`` (the app passes Flask's
+        ``has_app_context``), so the store may use the connection the thread holds (``Database.own_transaction``)."""
         self._engine = database.engine
+        self._database = database
+        self._held = held
         table = EphemeralEntry.__table__
         insert = sqlite_insert if database.engine.dialect.name == "sqlite" else postgresql_insert
         entry_key = bindparam("entry_key", type_=String())
@@ -83,17 +87,18 @@ class SQLStore:
         # consume: the conditional UPDATE is the atomic step: only one transaction can flip consumed
         # from false to true; the SELECT then reads the value for the first caller and every later one.
         self._flip = DirectStatement(update(table).where(table.c.key == entry_key, table.c.consumed.is_(False),
-                                                         table.c.expires_at > now).values(consumed=True))
+                                                         table.c.expires_at > now).values(consumed=True)
+                                     .returning(table.c.value))
         self._delete = DirectStatement(delete(table).where(table.c.key == entry_key))
         self._incr = _incr_statement(database.engine.dialect.name)
 
     def put(self, kind, ident, value, ttl):
-        with self._engine.begin() as connection:
+        with self._database.own_transaction(self._held()) as connection:
             self._put.execute(connection, {"entry_key": key(kind, ident), "value": json.dumps(value),
                                           "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
 
     def get(self, kind, ident):
-        with self._engine.connect() as connection:
+        with self._database.own_reads(self._held()) as connection:
             row = self._get.first(connection, {"entry_key": key(kind, ident), "now": utcnow()})
         if row is None or row["consumed"]:
             return None
@@ -101,26 +106,32 @@ class SQLStore:
 
     def consume(self, kind, ident):
         binds = {"entry_key": key(kind, ident), "now": utcnow()}
-        with self._engine.begin() as connection:
-            flipped = self._flip.execute(connection, binds)
+        # The flip returns the value to the one caller that flipped it. A caller that finds it flipped already
+        # reads it in a statement of its own: the entry cannot become fresh again in between (put never
+        # reuses a consumed key: codes and the like are random).
+        with self._database.own_transaction(self._held()) as connection:
+            row = self._flip.first(connection, binds)
+        if row is not None:
+            return Consumed(json.loads(row["value"]), first=True)
+        with self._database.own_reads(self._held()) as connection:
             row = self._get.first(connection, binds)
         if row is None:
             return None
-        return Consumed(json.loads(row["value"]), first=flipped == 1)
+        return Consumed(json.loads(row["value"]), first=False)
 
     def delete(self, kind, ident):
-        with self._engine.begin() as connection:
+        with self._database.own_transaction(self._held()) as connection:
             self._delete.execute(connection, {"entry_key": key(kind, ident)})
 
     def incr(self, kind, ident, ttl, amount=1):
         now = utcnow()
-        with self._engine.begin() as connection:
+        with self._database.own_transaction(self._held()) as connection:
             return int(connection.execute(self._incr, {
                 "counter_key": key(kind, ident), "now": now, "amount": amount,
                 "new_expires_at": now + dt.timedelta(seconds=ttl)}).scalar_one())
 
     def count(self, kind, ident):
-        with self._engine.connect() as connection:
+        with self._database.own_reads(self._held()) as connection:
             row = self._get.first(connection, {"entry_key": key(kind, ident), "now": utcnow()})
         return int(row["value"]) if row is not None else 0
 
@@ -205,7 +216,7 @@ class RedisStore:
         return bool(self._redis.ping())
 
 
-def make_store(database: Database, redis_url: str, prefix: str) -> EphemeralStore:
+def make_store(database: Database, redis_url: str, prefix: str, held: Callable[[], bool] = lambda: False) -> EphemeralStore:
     if redis_url:
         return RedisStore(redis_url, prefix)
-    return SQLStore(database)
+    return SQLStore(database, held)

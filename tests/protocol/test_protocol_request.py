@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InsecureTransportError
+from werkzeug.datastructures import MultiDict
 
-from idp.oidc.server import ProtocolRequest
+from idp.oidc.server import ParamsOAuth2Request, ParamsPayload, ProtocolRequest
 
 
 def _both(app, url: str, **kwargs):
@@ -59,3 +61,32 @@ def test_plain_http_is_refused_as_authlib_refuses_it(app, monkeypatch, url, secu
         from flask import request
 
         assert ProtocolRequest(request).method == "POST"
+
+
+class _AuthlibParamsRequest(OAuth2Request):
+    """What ParamsOAuth2Request was before: Authlib's own constructor, then the stored parameters."""
+
+    def __init__(self, uri, params):
+        super().__init__("GET", uri)
+        self.payload = ParamsPayload(params)
+
+
+def test_a_resumed_authorization_request_carries_what_authlibs_constructor_sets(monkeypatch):
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT", raising=False)
+    params = MultiDict([("client_id", "rp"), ("resource", "https://a.test/"), ("resource", "https://b.test/"),
+                        ("scope", "openid")])
+    ours, authlibs = (ParamsOAuth2Request("https://idp.test/authorize", params),
+                      _AuthlibParamsRequest("https://idp.test/authorize", params))
+    assert vars(ours).keys() == vars(authlibs).keys()
+    for name in set(vars(authlibs)) - {"payload"}:
+        assert getattr(ours, name) == getattr(authlibs, name), name
+    # Authlib's checks for repeated parameters and our resource indicators read datalist.
+    lists = ours.payload.datalist
+    assert lists.get("resource", []) == ["https://a.test/", "https://b.test/"]
+    assert lists.get("code_challenge", []) == [] and "code_challenge" not in lists
+    assert dict(lists) == {"client_id": ["rp"], "resource": ["https://a.test/", "https://b.test/"],
+                           "scope": ["openid"]}
+    with pytest.raises(InsecureTransportError):
+        ParamsOAuth2Request("http://idp.test/authorize", params)
+    with pytest.raises(InsecureTransportError):
+        _AuthlibParamsRequest("http://idp.test/authorize", params)

@@ -158,3 +158,49 @@ def test_a_held_reader_sees_what_others_commit_meanwhile(runtime):
         assert database.read(read, {"reason": row["reason"]}) == {"reason": row["reason"]}
     finally:
         database.remove()
+
+
+def test_the_sql_stores_operations_in_a_request_share_its_connection_and_never_commit_its_transaction(runtime):
+    """A sign-in page reads the browser session and writes an interaction or a code: one pool check-out for all
+    of it. A store write while the request's own transaction is open commits only itself."""
+    from sqlalchemy import event
+
+    from idp.storage.ephemeral import SQLStore
+
+    database = runtime.db
+    database.remove()
+    store = SQLStore(database, held=lambda: True)
+    engines = {database.engine, database.autocommit_engine}
+    checkouts = []
+    listener = lambda *_args: checkouts.append(1)  # noqa: E731
+    for engine in engines:
+        event.listen(engine, "checkout", listener)
+    try:
+        before = [engine.pool.checkedout() for engine in engines]
+        key = secrets.token_hex(8)
+        assert store.get("session", key) is None
+        store.put("code", key, {"n": 1}, 60)
+        assert store.consume("code", key).first is True
+        assert store.consume("code", key).first is False
+        assert store.incr("counter", key, 60) == 1
+        assert len(checkouts) == 1
+        row = event_row()
+        connection = database.transaction()
+        if connection.dialect.name == "sqlite":
+            # One writer at a time: the store cannot write while the request's transaction is open, so the request
+            # has read only; the store takes a connection of its own all the same.
+            assert store.get("code", key) is None
+            assert len(checkouts) == 2
+        else:
+            INSERT_EVENT.execute(connection, row)  # the request's unit of work, not committed yet
+            store.put("code", key + "-2", {"n": 2}, 60)  # on a connection of its own, committed
+            assert store.get("code", key + "-2") == {"n": 2}
+        database.remove()  # the request ends without committing
+        assert [engine.pool.checkedout() for engine in engines] == before
+        assert database.read(_read_reason(), {"reason": row["reason"]}) is None
+        if connection.dialect.name != "sqlite":
+            assert store.get("code", key + "-2") == {"n": 2}
+        database.remove()
+    finally:
+        for engine in engines:
+            event.remove(engine, "checkout", listener)

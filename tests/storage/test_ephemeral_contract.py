@@ -16,10 +16,16 @@ import pytest
 from idp.storage.ephemeral import RedisStore, SQLStore
 
 
-@pytest.fixture(params=["sql", "redis"])
+@pytest.fixture(params=["sql", "sql-held", "redis"])
 def store(request, app, redis_url):
     if request.param == "sql":
         return SQLStore(app.extensions["idp"].db)
+    if request.param == "sql-held":
+        # As the app runs it: on the connection the thread holds (the test's thread; the threads the concurrency
+        # tests start end without Database.remove, so they take connections of their own, as outside a request).
+        database = app.extensions["idp"].db
+        request.addfinalizer(database.remove)
+        return SQLStore(database, held=lambda: threading.current_thread() is threading.main_thread())
     # CI always has Redis: there a missing server fails these tests.
     url = redis_url or ("redis://127.0.0.1:6379/0" if os.environ.get("CI") == "true" else "")
     if not url:
