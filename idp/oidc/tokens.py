@@ -302,11 +302,8 @@ def persist_alone(database: Database, token: dict, client, **kwargs) -> None:
     """``persist`` for a grant that does nothing else in its transaction (client_credentials: no person, no
     refresh token). On PostgreSQL that is one statement, atomic by itself: sent in autocommit it is one
     round trip instead of BEGIN, INSERT and COMMIT. SQLite writes its rows in one short transaction."""
-    if database.engine.dialect.name == "postgresql":
-        with database.autocommit_engine.connect() as connection:
-            persist(connection, token, client, None, new_family=False, **kwargs)
-        return
-    with database.engine.begin() as connection:
+    # On the connection the request already holds (a token request ends in Database.remove): no pool check-out.
+    with database.own_transaction(held=True) as connection:
         persist(connection, token, client, None, new_family=False, **kwargs)
 
 

@@ -103,7 +103,58 @@ def _read_reason():
     return DirectStatement(select(table.c.reason).where(table.c.reason == bindparam("reason")))
 
 
+def in_a_thread_of_its_own(work) -> None:
+    """Run ``work`` in a thread Python starts, as a thread-per-request server would (its end returns what it
+    held: see ``_long_lived``); its exception is raised here."""
+    import threading
+
+    failures = []
+
+    def run():
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - handed to the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
+
+
+class Checkouts:
+    """Counts pool check-outs on both of a database's engines while in use."""
+
+    def __init__(self, database):
+        self.engines = {database.engine, database.autocommit_engine}
+        self.count = 0
+
+    def _listener(self, *_args):
+        self.count += 1
+
+    def checked_out(self) -> list[int]:
+        return [engine.pool.checkedout() for engine in self.engines]
+
+    def __enter__(self):
+        from sqlalchemy import event
+
+        for engine in self.engines:
+            event.listen(engine, "checkout", self._listener)
+        return self
+
+    def __exit__(self, *_exc):
+        from sqlalchemy import event
+
+        for engine in self.engines:
+            event.remove(engine, "checkout", self._listener)
+
+
 def test_a_requests_reads_share_one_connection_which_its_end_returns(runtime):
+    in_a_thread_of_its_own(lambda: _reads_share_one_connection(runtime))
+
+
+def _reads_share_one_connection(runtime):
     from sqlalchemy import event
 
     database, read = runtime.db, _read_reason()
@@ -163,6 +214,10 @@ def test_a_held_reader_sees_what_others_commit_meanwhile(runtime):
 def test_the_sql_stores_operations_in_a_request_share_its_connection_and_never_commit_its_transaction(runtime):
     """A sign-in page reads the browser session and writes an interaction or a code: one pool check-out for all
     of it. A store write while the request's own transaction is open commits only itself."""
+    in_a_thread_of_its_own(lambda: _store_shares_the_connection(runtime))
+
+
+def _store_shares_the_connection(runtime):
     from sqlalchemy import event
 
     from idp.storage.ephemeral import SQLStore
@@ -204,3 +259,77 @@ def test_the_sql_stores_operations_in_a_request_share_its_connection_and_never_c
     finally:
         for engine in engines:
             event.remove(engine, "checkout", listener)
+
+
+def test_a_long_lived_thread_keeps_its_connection_for_its_next_requests(runtime):
+    """The main thread (a sync worker's) and a server's own threads (granian's) serve request after request:
+    they keep the reading connection instead of a pool check-out and check-in per request, and a token request
+    writes on it too."""
+    from idp.storage.ephemeral import SQLStore
+
+    database, read = runtime.db, _read_reason()
+    store = SQLStore(database, held=lambda: True)
+    database.read(read, {"reason": "nothing"})
+    database.remove()  # the end of one request
+    with Checkouts(database) as checkouts:
+        before = checkouts.checked_out()
+        for _ in range(3):  # three more requests
+            key = secrets.token_hex(8)
+            assert database.read(read, {"reason": "nothing"}) is None
+            store.put("code", key, {"n": 1}, 60)
+            assert store.consume("code", key).first is True
+            row = event_row()
+            with database.own_transaction(held=True) as connection:
+                INSERT_EVENT.execute(connection, row)
+            connection = database.transaction()
+            INSERT_EVENT.execute(connection, event_row())
+            database.finish_transaction(commit=True)
+            database.remove()
+            assert database.read(read, {"reason": row["reason"]}) == {"reason": row["reason"]}
+            database.remove()
+        if database.engine.dialect.name == "sqlite":
+            assert checkouts.count == 0
+        else:  # PostgreSQL's transactions run on a connection of their own (the reader is in autocommit)
+            assert checkouts.count == 3
+        assert checkouts.checked_out() == before
+
+
+def test_a_kept_connection_idle_for_long_is_checked_and_replaced_if_the_server_is_gone(runtime, monkeypatch):
+    from idp.storage import db as db_module
+
+    database, read = runtime.db, _read_reason()
+    database.read(read, {"reason": "nothing"})
+    database.remove()
+    kept = database._local.reader
+    monkeypatch.setattr(db_module, "IDLE_PING_SECONDS", 0.0)
+    if database.engine.dialect.name == "sqlite":
+        # A file, not a server: nothing to ask.
+        assert database.read(read, {"reason": "nothing"}) is None and database._local.reader is kept
+        database.remove()
+        return
+    pid = kept.connection.dbapi_connection.info.backend_pid
+    with database.autocommit_engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    with Checkouts(database) as checkouts:
+        assert database.read(read, {"reason": "nothing"}) is None  # no error: a fresh connection answered
+        assert checkouts.count == 1 and database._local.reader is not kept and kept.closed
+    database.remove()
+
+
+def test_a_forked_child_leaves_its_parents_connection_alone(runtime):
+    from idp.storage import db as db_module
+
+    database, read = runtime.db, _read_reason()
+    database.read(read, {"reason": "nothing"})
+    database.remove()
+    parents = database._local.reader
+    db_module._after_fork()  # as os.register_at_fork runs it in a child
+    try:
+        assert database.read(read, {"reason": "nothing"}) is None
+        assert database._local.reader is not parents
+        # Not closed (closing would end the parent's session on the shared socket), and kept from collection.
+        assert not parents.closed and parents in db_module._forsaken
+    finally:
+        database.remove()
+        db_module._forsaken.remove(parents)
+        parents.close()
