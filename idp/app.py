@@ -31,6 +31,7 @@ from .storage import migrations
 from .storage.counters import BlockCounter
 from .storage.db import Database
 from .storage.ephemeral import make_store
+from .params import IdPRequest
 
 #: Paths answered in JSON: machines call them, not people.
 API_PREFIXES = ("/token", "/userinfo", "/jwks", "/.well-known", "/api/", "/healthz", "/readyz", "/register",
@@ -40,6 +41,7 @@ API_PREFIXES = ("/token", "/userinfo", "/jwks", "/.well-known", "/api/", "/healt
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or from_env()
     app = Flask(__name__)
+    app.request_class = IdPRequest
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_NAME=settings.session_cookie_name,
@@ -173,20 +175,31 @@ def _wants_json() -> bool:
     return request.path.startswith(API_PREFIXES)
 
 
+#: (name, lower-case name, value) of the headers every response gets unless its view set them.
+_ALWAYS = tuple((name, name.lower(), value) for name, value in (
+    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")))
+_FOR_PAGES = tuple((name, name.lower(), value) for name, value in (
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
+    ("Cache-Control", "no-store")))
+_HSTS = (("Strict-Transport-Security", "strict-transport-security", "max-age=31536000"),)
+
+
 def security_headers(response):
-    """What every response carries (also those of the lean protocol path, idp/oidc/lean.py)."""
+    """What every response carries (also those of the lean protocol path, idp/oidc/lean.py).
+
+    The names already set are read once: Werkzeug's ``setdefault`` finds a missing header by catching the
+    exception its look-up raises, one built per header on every response."""
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    present = {name.lower() for name, _value in headers.items()}
+    wanted = _ALWAYS
     if response.mimetype == "text/html":
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
-        )
-        headers.setdefault("Cache-Control", "no-store")
+        wanted += _FOR_PAGES
     if runtime().settings.issuer.startswith("https://"):
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        wanted += _HSTS
+    for name, lower, value in wanted:
+        if lower not in present:
+            headers.add(name, value)
     return response
 
 

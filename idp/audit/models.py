@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Index, String
+from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..storage.db import Base, JSONDict, UTCDateTime, utcnow
@@ -10,9 +10,13 @@ from ..storage.db import Base, JSONDict, UTCDateTime, utcnow
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
+    # Partial: the rows without an agreement or a subject (a client's own token, most of the table) are never
+    # looked up through these indexes, and leaving them out saves two index insertions per such row.
     __table_args__ = (
-        Index("ix_audit_events_agreement_time", "agreement_id", "occurred_at"),
-        Index("ix_audit_events_subject_time", "subject_id", "occurred_at"),
+        Index("ix_audit_events_agreement_time", "agreement_id", "occurred_at",
+              sqlite_where=text("agreement_id IS NOT NULL"), postgresql_where=text("agreement_id IS NOT NULL")),
+        Index("ix_audit_events_subject_time", "subject_id", "occurred_at",
+              sqlite_where=text("subject_id IS NOT NULL"), postgresql_where=text("subject_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..storage.db import Base, JSONDict, JSONList, UTCDateTime, utcnow
@@ -82,10 +82,13 @@ class AccessToken(Base):
     """Every JWT access token issued, by ``jti``, so it can be revoked."""
 
     __tablename__ = "access_tokens"
-    __table_args__ = (Index("ix_access_tokens_expires_at", "expires_at"),)
+    # family_id's index is partial: a client_credentials token has no family, and is never looked up by one.
+    __table_args__ = (Index("ix_access_tokens_expires_at", "expires_at"),
+                      Index("ix_access_tokens_family_id", "family_id", sqlite_where=text("family_id IS NOT NULL"),
+                            postgresql_where=text("family_id IS NOT NULL")))
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
-    family_id: Mapped[str | None] = mapped_column(ForeignKey("token_families.id", ondelete="CASCADE"), index=True, nullable=True)
+    family_id: Mapped[str | None] = mapped_column(ForeignKey("token_families.id", ondelete="CASCADE"), nullable=True)
     client_id: Mapped[str] = mapped_column(String(100))
     identity_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     scope: Mapped[str] = mapped_column(String(1000), default="")

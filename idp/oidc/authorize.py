@@ -34,6 +34,7 @@ from werkzeug.datastructures import MultiDict
 from ..agreements import service as agreements
 from ..extensions import db_session, runtime
 from ..grants.models import Grant
+from ..params import Params
 from ..identities.models import Identity
 from ..policies import prompts
 from ..sessions import service as sessions
@@ -144,7 +145,7 @@ def effective_params(payload_data) -> MultiDict:
             return "true" if value else "false"
         return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
-    return MultiDict([(k, text(v)) for k, v in payload_data.items()])
+    return Params([(k, text(v)) for k, v in payload_data.items()])
 
 
 #: What the person already consented to for the client (remembered consent): read on every SSO hop, and
@@ -271,7 +272,7 @@ def update_interaction(interaction_id: str, data: dict, **changes) -> None:
 
 
 def interaction_params(data: dict) -> MultiDict:
-    return MultiDict([(k, v) for k, values in data["params"].items() for v in values])
+    return Params([(k, v) for k, values in data["params"].items() for v in values])
 
 
 def expired_interaction_page():

@@ -20,6 +20,7 @@ from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
 from ..extensions import runtime
+from ..params import Params
 from .endpoints import AUTH_METHODS
 from .errors import safe
 
@@ -40,7 +41,7 @@ def push(server):
             raise InvalidRequestError("'request_uri' is not allowed in a pushed authorization request.")
         if form.get("client_id") and form["client_id"] != client.client_id:
             raise InvalidRequestError("'client_id' does not match the authenticated client.")
-        params = MultiDict([(k, v) for k, v in form.items(multi=True) if k not in _AUTH_PARAMS])
+        params = Params([(k, v) for k, v in form.items(multi=True) if k not in _AUTH_PARAMS])
         params["client_id"] = client.client_id
         pushed = server.create_oauth2_request(params)
         grant = server.get_authorization_grant(pushed)
@@ -75,7 +76,7 @@ def resolve(params: MultiDict) -> MultiDict:
     data = consumed.value
     if params.get("client_id") != data["client_id"]:
         raise InvalidRequestError("'client_id' does not match the pushed authorization request.")
-    pushed = MultiDict([(k, v) for k, values in data["params"].items() for v in values])
+    pushed = Params([(k, v) for k, values in data["params"].items() for v in values])
     for name in params:
         if name in ("request_uri", "client_id"):
             continue

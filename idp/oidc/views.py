@@ -26,7 +26,7 @@ def _public_json(payload: dict, max_age: int):
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize():
     # POST is allowed by OIDC Core §3.1.2.1; parameters then come in the body.
-    params = request.form.copy() if request.method == "POST" else request.args.copy()
+    params = request.form.copy() if request.method == "POST" else request.args.copy()  # Params (idp/params.py)
     return flow.handle(params)
 
 

@@ -90,3 +90,23 @@ def test_a_resumed_authorization_request_carries_what_authlibs_constructor_sets(
         ParamsOAuth2Request("http://idp.test/authorize", params)
     with pytest.raises(InsecureTransportError):
         _AuthlibParamsRequest("http://idp.test/authorize", params)
+
+
+@pytest.mark.parametrize("location", [
+    "https://rp.test/cb?code=abc&state=x+y%2Fz",  # as Authlib's url_encode writes a query
+    "https://rp.test/cb?keep=1&code=abc",
+    "https://rp.test/cb",
+    "https://rp.test/cb?error=access_denied&error_description=The+person+declined.&state=s#frag",
+    "https://rp.test/p;x/cb?code=%C3%A6",
+])
+def test_the_issuer_parameter_is_added_as_authlibs_hook_adds_it(app, location):
+    from authlib.common.urls import add_params_to_uri
+    from werkzeug.wrappers import Response
+
+    from idp.oidc.server import Issuer
+
+    with app.app_context():
+        issuer = Issuer().get_issuer()
+        response = Response(status=302, headers={"Location": location})
+        Issuer().add_issuer_parameter(None, response)
+        assert response.location == add_params_to_uri(location, {"iss": issuer})
