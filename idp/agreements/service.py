@@ -147,7 +147,13 @@ def page(session: Session, identity_id: str, client, *, q: str | None = None, pr
     """A stable page of the caller's agreements, ordered by number (which never
     changes, unlike last use, so cursors stay valid while the person works)."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = _search(eligible(identity_id, client), q)
+    query = eligible(identity_id, client)
+    if (q or "").strip():
+        # Matches first, then the order, as in chooser_list: left to itself, PostgreSQL read "the first 51 by
+        # number that match 1005" as a walk through every agreement in number order (33 ms with 100,000
+        # agreements, growing with the table; bench/README.md).
+        matching = _search(_eligible_ids(identity_id, client), q).cte("matching").prefix_with("MATERIALIZED")
+        query = query.where(Membership.id.in_(select(matching.c.id)))
     if product:
         query = query.where(Agreement.product_id == product)
     if cursor:

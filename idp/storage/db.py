@@ -232,17 +232,18 @@ class Database:
         local = self._local
         reader = local.reader
         if reader is not None:
-            if local.idle_since is None:
-                return reader
-            idle_since, local.idle_since = local.idle_since, None
             if local.generation != _fork_generation:
                 _forsaken.append(reader)
-            elif (time.monotonic() - idle_since <= IDLE_PING_SECONDS or reader.dialect.name == "sqlite"
+            elif local.idle_since is None:
+                return reader
+            elif (time.monotonic() - local.idle_since <= IDLE_PING_SECONDS or reader.dialect.name == "sqlite"
                   or _answers(reader.connection.dbapi_connection)):
+                local.idle_since = None
                 return reader
             else:
                 reader.invalidate()
                 reader.close()
+            local.idle_since = None
         local.reader = None
         reader = self.autocommit_engine.connect()
         local.reader, local.generation = reader, _fork_generation
@@ -347,8 +348,11 @@ class Database:
 
     def dispose(self) -> None:
         reader, self._local.reader = self._local.reader, None
-        if reader is not None and self._local.generation == _fork_generation:
-            reader.close()
+        if reader is not None:
+            if self._local.generation == _fork_generation:
+                reader.close()
+            else:
+                _forsaken.append(reader)
         self.session.remove()
         self.engine.dispose()
         if self.autocommit_engine is not self.engine:

@@ -320,7 +320,13 @@ def test_a_forked_child_leaves_its_parents_connection_alone(runtime):
     from idp.storage import db as db_module
 
     database, read = runtime.db, _read_reason()
+    database.read(read, {"reason": "nothing"})  # forked in the middle of a request, or after it (below)
+    in_use = database._local.reader
+    db_module._after_fork()
     database.read(read, {"reason": "nothing"})
+    assert database._local.reader is not in_use and in_use in db_module._forsaken and not in_use.closed
+    db_module._forsaken.remove(in_use)
+    in_use.close()
     database.remove()
     parents = database._local.reader
     db_module._after_fork()  # as os.register_at_fork runs it in a child
