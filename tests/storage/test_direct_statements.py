@@ -155,28 +155,18 @@ def test_a_requests_reads_share_one_connection_which_its_end_returns(runtime):
 
 
 def _reads_share_one_connection(runtime):
-    from sqlalchemy import event
-
     database, read = runtime.db, _read_reason()
     database.remove()
-    engines = {database.engine, database.autocommit_engine}
-    checkouts = []
-    listener = lambda *_args: checkouts.append(1)  # noqa: E731
-    for engine in engines:
-        event.listen(engine, "checkout", listener)
-    try:
-        before = [engine.pool.checkedout() for engine in engines]
+    with Checkouts(database) as checkouts:
+        before = checkouts.checked_out()
         for _ in range(3):
             assert database.read(read, {"reason": "nothing"}) is None
         connection = database.transaction()
         assert database.read(read, {"reason": "nothing"}) is None
         # SQLite: the reading connection takes the transaction; PostgreSQL's reader is in autocommit.
-        assert len(checkouts) == (1 if connection.dialect.name == "sqlite" else 2)
+        assert checkouts.count == (1 if connection.dialect.name == "sqlite" else 2)
         database.remove()
-        assert [engine.pool.checkedout() for engine in engines] == before
-    finally:
-        for engine in engines:
-            event.remove(engine, "checkout", listener)
+        assert checkouts.checked_out() == before
 
 
 def test_postgresql_reads_stay_in_autocommit_on_connections_that_are_never_switched(runtime):
@@ -218,47 +208,37 @@ def test_the_sql_stores_operations_in_a_request_share_its_connection_and_never_c
 
 
 def _store_shares_the_connection(runtime):
-    from sqlalchemy import event
-
     from idp.storage.ephemeral import SQLStore
 
     database = runtime.db
     database.remove()
     store = SQLStore(database, held=lambda: True)
-    engines = {database.engine, database.autocommit_engine}
-    checkouts = []
-    listener = lambda *_args: checkouts.append(1)  # noqa: E731
-    for engine in engines:
-        event.listen(engine, "checkout", listener)
-    try:
-        before = [engine.pool.checkedout() for engine in engines]
+    with Checkouts(database) as checkouts:
+        before = checkouts.checked_out()
         key = secrets.token_hex(8)
         assert store.get("session", key) is None
         store.put("code", key, {"n": 1}, 60)
         assert store.consume("code", key).first is True
         assert store.consume("code", key).first is False
         assert store.incr("counter", key, 60) == 1
-        assert len(checkouts) == 1
+        assert checkouts.count == 1
         row = event_row()
         connection = database.transaction()
         if connection.dialect.name == "sqlite":
             # One writer at a time: the store cannot write while the request's transaction is open, so the request
             # has read only; the store takes a connection of its own all the same.
             assert store.get("code", key) is None
-            assert len(checkouts) == 2
+            assert checkouts.count == 2
         else:
             INSERT_EVENT.execute(connection, row)  # the request's unit of work, not committed yet
             store.put("code", key + "-2", {"n": 2}, 60)  # on a connection of its own, committed
             assert store.get("code", key + "-2") == {"n": 2}
         database.remove()  # the request ends without committing
-        assert [engine.pool.checkedout() for engine in engines] == before
+        assert checkouts.checked_out() == before
         assert database.read(_read_reason(), {"reason": row["reason"]}) is None
         if connection.dialect.name != "sqlite":
             assert store.get("code", key + "-2") == {"n": 2}
         database.remove()
-    finally:
-        for engine in engines:
-            event.remove(engine, "checkout", listener)
 
 
 def test_a_long_lived_thread_keeps_its_connection_for_its_next_requests(runtime):
