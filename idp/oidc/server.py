@@ -169,7 +169,7 @@ class Issuer(IssuerParameter):
         if not issuer or not location:
             return
         base, hash_mark, fragment = location.partition("#")
-        path, question_mark, query = base.partition("?")
+        path, _, query = base.partition("?")
         query = f"{query}&iss={quote_plus(issuer)}" if query else f"iss={quote_plus(issuer)}"
         response.location = f"{path}?{query}{hash_mark}{fragment}"
 
