@@ -23,6 +23,7 @@ from .oidc import keys as keys_module
 from .oidc import server as oidc_server
 from .oidc.documents import PublicDocuments
 from .oidc.lean import LeanProtocolEndpoints
+from .params import IdPRequest
 from .clients.cache import ClientCache
 from .policies.rate_limits import RateLimitedError
 from .sessions.interface import ServerSessionInterface
@@ -31,7 +32,6 @@ from .storage import migrations
 from .storage.counters import BlockCounter
 from .storage.db import Database
 from .storage.ephemeral import make_store
-from .params import IdPRequest
 
 #: Paths answered in JSON: machines call them, not people.
 API_PREFIXES = ("/token", "/userinfo", "/jwks", "/.well-known", "/api/", "/healthz", "/readyz", "/register",

@@ -34,6 +34,13 @@ from .grant_types import (AuthorizationCodeGrant, ClientCredentialsGrant, DPoPBi
                           S256CodeChallenge)
 
 
+def _blank_state(request) -> None:
+    """What Authlib's ``OAuth2Request`` constructor sets to None, for our requests that skip that constructor
+    (tests/protocol/test_protocol_request.py compares the attributes with Authlib's)."""
+    request.client = request.auth_method = request.user = request.authorization_code = None
+    request.refresh_token = request.credential = request._scope = None
+
+
 class ParamLists(Mapping):
     """A parameter's values by name, looked up when asked: Authlib asks ``datalist`` for two or three parameters
     (is one repeated?) several times a request, and building every list each time cost 4 % of an
@@ -82,8 +89,7 @@ class ParamsOAuth2Request(OAuth2Request):
         if not _secure_uri(uri, bool(os.getenv("AUTHLIB_INSECURE_TRANSPORT"))):
             raise InsecureTransportError()
         self.method, self.uri, self.headers, self._body = "GET", uri, {}, None
-        self.client = self.auth_method = self.user = self.authorization_code = None
-        self.refresh_token = self.credential = self._scope = None
+        _blank_state(self)
         self.payload = ParamsPayload(params)
 
     @property
@@ -112,8 +118,7 @@ class ProtocolRequest(FlaskOAuth2Request):
         self.headers = request.headers
         self._body = None
         self.payload = FlaskOAuth2Payload(request)
-        self.client = self.auth_method = self.user = self.authorization_code = None
-        self.refresh_token = self.credential = self._scope = None
+        _blank_state(self)
         self._request = request
 
     @functools.cached_property

@@ -318,7 +318,9 @@ class Database:
                 connection.rollback()
             finished = True
         finally:
-            if finished and self.autocommit_engine is self.engine and local.reader is None and not connection.invalidated:
+            # SQLite: the connection the transaction took over from the reader reads again (one per thread).
+            reusable = finished and not connection.invalidated and local.reader is None
+            if reusable and self.autocommit_engine is self.engine:
                 local.reader, local.generation = connection, _fork_generation
             else:
                 connection.close()

@@ -216,7 +216,8 @@ class RedisStore:
         return bool(self._redis.ping())
 
 
-def make_store(database: Database, redis_url: str, prefix: str, held: Callable[[], bool] = lambda: False) -> EphemeralStore:
+def make_store(database: Database, redis_url: str, prefix: str,
+               held: Callable[[], bool] = lambda: False) -> EphemeralStore:
     if redis_url:
         return RedisStore(redis_url, prefix)
     return SQLStore(database, held)

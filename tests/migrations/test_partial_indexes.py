@@ -8,8 +8,8 @@ import pathlib
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "partial", pathlib.Path(__file__).resolve().parents[2] / "migrations/versions/0011_partial_token_and_audit_indexes.py")
+_MIGRATION = pathlib.Path(__file__).resolve().parents[2] / "migrations/versions/0011_partial_token_and_audit_indexes.py"
+_spec = importlib.util.spec_from_file_location("partial", _MIGRATION)
 PARTIAL = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(PARTIAL)
 
@@ -25,7 +25,8 @@ LOOKUPS = {
 def test_the_index_is_partial_and_serves_look_ups_by_value(runtime, name, table, columns, column):
     with runtime.db.engine.connect() as connection:
         if connection.dialect.name == "sqlite":
-            definition = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).scalar_one()
+            definition = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = ?",
+                                                    (name,)).scalar_one()
             plan = " ".join(row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + LOOKUPS[name]))
         else:
             definition = connection.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s",
