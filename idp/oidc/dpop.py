@@ -11,6 +11,9 @@ At the token endpoint a valid proof binds the access token (``cnf.jkt``,
 ``token_type: DPoP``) and, for public clients, the refresh token family
 (§5: "Refresh tokens issued to public clients MUST be bound"). A bound token
 presented as a plain Bearer token, or with a proof by another key, is refused.
+An authorization code is bound to a key by ``dpop_jkt`` at /authorize or by a
+proof sent with the pushed request (§10, §10.1), and redeemed only with a proof
+by that key.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 
 from authlib.oauth2 import OAuth2Error
@@ -35,6 +39,8 @@ SKEW = 60
 NONCE_WINDOW = 300
 _KEY_TYPES = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+#: 43 base64url characters encode 32 bytes only when the last one carries four zero bits (one of AEIMQUYcgkosw048).
+_THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 #: A proof's header carries its public key: an RSA key does not fit joserfc's 512-byte default.
 _REGISTRY = JWSRegistry(algorithms=ALGORITHMS)
 _REGISTRY.max_header_length = 4096
@@ -149,3 +155,8 @@ def check_token_request(client_requires: bool = False) -> None:
 
 def current_jkt() -> str | None:
     return getattr(g, "dpop_jkt", None)
+
+
+def is_thumbprint(value) -> bool:
+    """A JWK SHA-256 thumbprint as ``cnf.jkt`` and ``dpop_jkt`` carry it: 32 bytes, base64url without padding."""
+    return isinstance(value, str) and _THUMBPRINT.fullmatch(value) is not None

@@ -121,15 +121,22 @@ class ResponseModes:
 
 
 class DPoPBinding:
-    """A token-grant extension: clients registered with dpop_bound_access_tokens
-    must send a proof (RFC 9449 §5.2); the proof itself was checked by the view."""
+    """Clients registered with dpop_bound_access_tokens must send a proof (RFC 9449 §5.2); the proof itself was
+    checked by the view. At the authorization endpoint, ``dpop_jkt`` (§10) must be a JWK SHA-256 thumbprint:
+    the code is bound to it (``save_authorization_code``) and redeemed only with a proof by that key."""
 
     def __call__(self, grant):
         grant.register_hook("before_create_token_response", self.check)
+        grant.register_hook("after_validate_authorization_request_payload", self.validate_authorization_request)
 
     def check(self, grant):
         if grant.request.client.meta("dpop_bound_access_tokens") and not dpop.current_jkt():
             raise dpop.InvalidDPoPProofError("This client must use DPoP.")
+
+    def validate_authorization_request(self, grant, _result):
+        value = grant.request.payload.data.get("dpop_jkt")
+        if value is not None and not dpop.is_thumbprint(value):
+            raise InvalidRequestError("'dpop_jkt' must be the base64url SHA-256 JWK thumbprint of the DPoP key.")
 
 
 class IdTokenMixin:
@@ -193,6 +200,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             "claims": claims.parse_claims_request(data.get("claims")),
             "code_challenge": data.get("code_challenge"),
             "code_challenge_method": data.get("code_challenge_method"),
+            "dpop_jkt": data.get("dpop_jkt"),
             "expires_at": time.time() + settings.authorization_code_ttl,
         }, CODE_TOMBSTONE_TTL)
 
@@ -214,6 +222,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None
         if consumed.value["client_id"] != client.client_id or consumed.value["expires_at"] < time.time():
             return None
+        bound = consumed.value.get("dpop_jkt")
+        if bound is not None and bound != dpop.current_jkt():
+            # RFC 9449 §10: "If they do not match, it MUST reject the request." The code is spent, as by a wrong
+            # code_verifier: whoever holds it without the key (§11.9) gets one refusal, not repeated tries.
+            raise InvalidGrantError("The authorization code is bound to a DPoP key (dpop_jkt): "
+                                    "redeem it with a DPoP proof signed by that key.")
         return AuthorizationCode(consumed.value)
 
     def delete_authorization_code(self, authorization_code):

@@ -7,6 +7,7 @@ then takes the parameters from there: §4 "the authorization server MUST ...
 use the request_uri ... to retrieve the authorization request", and the
 ``client_id`` outside must match. A client registered with
 ``require_pushed_authorization_requests`` is refused any other way in.
+A DPoP proof sent with the push binds the code to its key (RFC 9449 §10.1).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from werkzeug.datastructures import MultiDict
 
 from ..extensions import runtime
 from ..params import Params
+from . import dpop
 from .endpoints import AUTH_METHODS
 from .errors import safe
 
@@ -43,20 +45,37 @@ def push(server):
             raise InvalidRequestError("'client_id' does not match the authenticated client.")
         params = Params([(k, v) for k, v in form.items(multi=True) if k not in _AUTH_PARAMS])
         params["client_id"] = client.client_id
+        proved = _proved_key()
         pushed = server.create_oauth2_request(params)
         grant = server.get_authorization_grant(pushed)
         grant.validate_no_multiple_request_parameter(pushed)
         grant.validate_authorization_request()
+        effective = pushed.payload.data
+        stored = {k: (effective.getlist(k) if hasattr(effective, "getlist") else [effective[k]]) for k in effective}
+        if proved is not None:
+            # RFC 9449 §10.1: the proof binds the code as dpop_jkt would; with both (in the body or in a request
+            # object, whichever the request's parameters came from), they must name the same key.
+            if stored.setdefault("dpop_jkt", [proved]) != [proved]:
+                raise InvalidRequestError("'dpop_jkt' does not match the key of the DPoP proof.")
     except OAuth2Error as error:
         # §2.3: errors are returned as JSON, never by redirect.
         error.redirect_uri = None
         return error()
-    effective = pushed.payload.data
-    stored = {k: (effective.getlist(k) if hasattr(effective, "getlist") else [effective[k]]) for k in effective}
     handle = secrets.token_urlsafe(32)
     runtime().store.put(KIND, handle, {"client_id": client.client_id, "params": stored}, EXPIRES_IN)
-    return 201, {"request_uri": URN_PREFIX + handle, "expires_in": EXPIRES_IN}, [
-        ("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    if proved is not None:
+        headers.append(("DPoP-Nonce", dpop.current_nonce()))
+    return 201, {"request_uri": URN_PREFIX + handle, "expires_in": EXPIRES_IN}, headers
+
+
+def _proved_key() -> str | None:
+    """The key of a DPoP proof sent with the push, checked as at the token endpoint (RFC 9449 §4.3)."""
+    proofs = dpop.sent_proofs()
+    if not proofs:
+        return None
+    return dpop.verify_proof(proofs[0], method="POST", url=dpop.request_url(),
+                             require_nonce=runtime().settings.dpop_require_nonce)
 
 
 def is_pushed(params: MultiDict) -> bool:

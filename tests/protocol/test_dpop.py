@@ -417,3 +417,166 @@ def test_introspection_of_a_dpop_token(client, machine):
     assert body["active"] is True
     assert body["token_type"] == "DPoP"
     assert body["cnf"] == {"jkt": holder.jkt}
+
+
+# -- authorization code binding (§10, §10.1) -------------------------------------------
+
+PAR_URL = f"{ISSUER}/par"
+
+
+def assert_invalid_grant(response):
+    assert response.status_code == 400, (response.status_code, response.get_data(as_text=True))
+    body = response.get_json()
+    assert body["error"] == "invalid_grant", body
+    assert "access_token" not in body
+
+
+def bound_code(client, factory, jkt, public=False):
+    identity = factory.identity()
+    rp = make_rp(client, factory, public=public)
+    return rp, rp.sign_in(identity.email, dpop_jkt=jkt)["code"]
+
+
+@pytest.mark.parametrize("public", [False, True], ids=["confidential", "public"])
+def test_dpop_jkt_binds_the_code_to_the_key(client, factory, public):
+    holder = Holder()
+    rp, code = bound_code(client, factory, holder.jkt, public=public)
+    response = code_token(rp, code, holder.proof())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["token_type"] == "DPoP"
+    assert access_claims(client, body["access_token"])["cnf"] == {"jkt": holder.jkt}
+
+
+def test_bound_code_with_a_proof_by_another_key_is_refused_and_spent(client, factory):
+    holder, thief = Holder(), Holder()
+    rp, code = bound_code(client, factory, holder.jkt)
+    assert_invalid_grant(code_token(rp, code, thief.proof()))
+    # The code is spent, as by a wrong code_verifier: the refusal is not a free try for whoever holds it.
+    assert_invalid_grant(code_token(rp, code, holder.proof()))
+
+
+def test_bound_code_without_a_proof_is_refused(client, factory):
+    holder = Holder()
+    rp, code = bound_code(client, factory, holder.jkt)
+    assert_invalid_grant(code_token(rp, code))
+
+
+def test_unbound_code_is_redeemed_as_before(client, factory):
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    code = rp.sign_in(identity.email)["code"]
+    response = code_token(rp, code)
+    assert response.status_code == 200 and response.get_json()["token_type"] == "Bearer"
+
+
+@pytest.mark.parametrize("value", [
+    "short",
+    "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs=",  # padded
+    "NzbLsXh8uDCcd+6MNwXF4W/7noWXFZAfHkxZsRGC9Xs",  # base64, not base64url
+    "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xt",  # 43 characters but not 32 bytes
+    "x" * 200,
+])
+def test_malformed_dpop_jkt_is_invalid_request_at_the_client(client, factory, value):
+    from tests.protocol.test_authorize_errors import assert_redirect_error
+
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    response = rp.follow(rp.authorize(state="st-1", dpop_jkt=value))
+    if response.status_code == 302 and "/login" in response.location:
+        response = rp.follow(rp.login(response, identity.email))
+    params = assert_redirect_error(response, rp, "invalid_request")
+    assert "dpop_jkt" in params["error_description"]
+
+
+def test_rfc_example_thumbprint_is_accepted():
+    from idp.oidc import dpop
+
+    # RFC 9449 §10's example value, and the one a key's thumbprint computed by hand gives.
+    assert dpop.is_thumbprint("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+    assert dpop.is_thumbprint(Holder().jkt)
+    assert not dpop.is_thumbprint(None) and not dpop.is_thumbprint(["NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"])
+
+
+def par_push(rp, proof=None, **overrides):
+    from tests.protocol.test_par import request_params
+
+    headers = basic(rp.client_id, rp.client_secret)
+    if proof is not None:
+        headers["DPoP"] = proof
+    return rp.browser.post("/par", data=request_params(rp, **overrides), headers=headers)
+
+
+def par_code(rp, identity, response):
+    from tests.protocol.test_par import assert_code, authorize, complete
+
+    assert response.status_code == 201, (response.status_code, response.get_data(as_text=True))
+    request_uri = response.get_json()["request_uri"]
+    return assert_code(rp, complete(rp, authorize(rp, client_id=rp.client_id, request_uri=request_uri),
+                                    identity.email))["code"]
+
+
+def test_dpop_proof_at_par_binds_the_code(client, factory):
+    holder = Holder()
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    pushed = par_push(rp, holder.proof(url=PAR_URL))
+    assert pushed.headers.get("DPoP-Nonce")
+    code = par_code(rp, identity, pushed)
+    assert_invalid_grant(code_token(rp, code))  # §10.1: "reject the subsequent token request unless ..."
+
+    code = par_code(rp, identity, par_push(rp, holder.proof(url=PAR_URL)))
+    response = code_token(rp, code, holder.proof())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert access_claims(client, response.get_json()["access_token"])["cnf"] == {"jkt": holder.jkt}
+
+
+def test_dpop_jkt_in_the_pushed_request_binds_the_code(client, factory):
+    holder, other = Holder(), Holder()
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    code = par_code(rp, identity, par_push(rp, dpop_jkt=holder.jkt))
+    assert_invalid_grant(code_token(rp, code, other.proof()))
+    code = par_code(rp, identity, par_push(rp, dpop_jkt=holder.jkt))
+    assert code_token(rp, code, holder.proof()).status_code == 200
+
+
+def test_par_proof_and_dpop_jkt_for_the_same_key(client, factory):
+    holder = Holder()
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    code = par_code(rp, identity, par_push(rp, holder.proof(url=PAR_URL), dpop_jkt=holder.jkt))
+    assert code_token(rp, code, holder.proof()).status_code == 200
+
+
+def test_par_proof_and_dpop_jkt_for_different_keys_are_refused(client, factory):
+    from tests.protocol.test_par import assert_json_error
+
+    holder, other = Holder(), Holder()
+    rp = make_rp(client, factory)
+    body = assert_json_error(par_push(rp, holder.proof(url=PAR_URL), dpop_jkt=other.jkt), "invalid_request")
+    assert "dpop_jkt" in body["error_description"]
+
+
+@pytest.mark.parametrize("case", ["token_url", "get", "unsigned", "replayed"])
+def test_invalid_proof_at_par_is_refused(client, factory, case):
+    from tests.protocol.test_par import assert_json_error
+
+    holder = Holder()
+    rp = make_rp(client, factory)
+    proof = {"token_url": lambda: holder.proof(),  # htu of another endpoint
+             "get": lambda: holder.proof(method="GET", url=PAR_URL),
+             "unsigned": lambda: unsigned_proof(holder),
+             "replayed": lambda: holder.proof(url=PAR_URL, jti="par-replay")}[case]()
+    if case == "replayed":
+        assert par_push(rp, proof).status_code == 201
+    assert_json_error(par_push(rp, proof), "invalid_dpop_proof")
+
+
+def test_par_with_server_required_nonce(nonce_app, factory):
+    holder = Holder()
+    rp = make_rp(nonce_app.test_client(), factory)
+    response = par_push(rp, holder.proof(url=PAR_URL))
+    assert response.status_code == 400 and response.get_json()["error"] == "use_dpop_nonce"
+    nonce = response.headers["DPoP-Nonce"]
+    assert par_push(rp, holder.proof(url=PAR_URL, nonce=nonce)).status_code == 201
