@@ -80,7 +80,7 @@ def generate_keys(keys_dir: str | Path) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (gunicorn's workers), from /proc."""
+    """Direct children of ``pid`` (the server's workers), from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -108,10 +108,21 @@ def rss_kib(pid: int) -> int:
 
 
 class Backend:
-    """One IdP process: ``gunicorn idp.wsgi:app`` with sync workers on 127.0.0.1:<port>."""
+    """One IdP process on 127.0.0.1:<port>: ``gunicorn idp.wsgi:app`` with sync workers, or (``server="granian"``)
+    granian as the Dockerfile runs it. Either way the workers are the master's child processes, and a worker
+    that dies is replaced (gunicorn's arbiter; granian's ``--respawn-failed-workers``)."""
+
+    SERVERS = ("gunicorn", "granian")
+    #: Seconds between two kills of a worker. granian's master gives up ("Worker crash loop detected, exiting")
+    #: when a worker it respawned less than 5.5 s ago dies again, and it respawns after --respawn-interval (1 s);
+    #: gunicorn's arbiter replaces workers however often they die.
+    KILL_SPACING = {"gunicorn": 0.0, "granian": 7.0}
 
     def __init__(self, environment: dict, *, port: int | None = None, workers: int = 2, name: str = "idp",
-                 log_dir: str | Path | None = None, timeout: int = 30, python: str = sys.executable):
+                 log_dir: str | Path | None = None, timeout: int = 30, python: str = sys.executable,
+                 server: str = "gunicorn", threads: int = 4):
+        if server not in self.SERVERS:
+            raise ValueError(f"server must be one of {self.SERVERS}")
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.environment = environment
@@ -119,21 +130,45 @@ class Backend:
         self.name = name
         self.timeout = timeout
         self.python = python
+        self.server = server
+        self.threads = threads
         log_dir = Path(log_dir or tempfile.gettempdir())
         self.log_path = log_dir / f"{name}-{self.port}.log"
         self.process: subprocess.Popen | None = None
+        self._last_kill = -float("inf")
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    def ready_to_kill(self) -> None:
+        """Wait until killing a worker again is a worker dying, not a crash loop the master gives up on."""
+        wait = self._last_kill + self.KILL_SPACING[self.server] - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def kill_workers(self, pids: list[int]) -> None:
+        """SIGKILL these workers (after ``ready_to_kill``)."""
+        self.ready_to_kill()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self._last_kill = time.monotonic()
+
+    def command(self) -> list[str]:
+        if self.server == "granian":
+            # The Dockerfile's command, on loopback and with a one-second respawn (its default is 3.5 s).
+            return [self.python, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port",
+                    str(self.port), "--workers", str(self.workers), "--blocking-threads", str(self.threads),
+                    "--respawn-failed-workers", "--respawn-interval", "1", "--no-access-log", "--log-level",
+                    "warning", "idp.wsgi:app"]
+        return [self.python, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                "--timeout", str(self.timeout), "--graceful-timeout", "5", "--log-level", "warning",
+                "--name", self.name, "idp.wsgi:app"]
+
     def start(self) -> Self:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - open for the process's lifetime
-        self.process = subprocess.Popen(
-            [self.python, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-             "--timeout", str(self.timeout), "--graceful-timeout", "5", "--log-level", "warning",
-             "--name", self.name, "idp.wsgi:app"],
-            cwd=ROOT, env=self.environment, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.environment, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def wait_ready(self, timeout: float = 90) -> Self:
@@ -183,7 +218,12 @@ class Backend:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        # A worker outlives a SIGKILLed master only briefly; never leave one behind.
+        # Never leave a worker behind: a granian master that gave up on a crash loop exits without stopping the
+        # workers it has, which go on listening. They are in the session start() opened.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self._log.close()
 
 

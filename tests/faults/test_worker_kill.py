@@ -1,10 +1,12 @@
-"""A gunicorn worker SIGKILLed in the middle of token requests leaves no half-written state.
+"""A server worker SIGKILLed in the middle of token requests leaves no half-written state.
 
-The IdP runs as in production: ``gunicorn idp.wsgi:app`` with 2 sync workers on a spare
+The IdP runs as in production, once under granian as the Dockerfile runs it (2 workers, 4 threads each,
+``--respawn-failed-workers``) and once under ``gunicorn idp.wsgi:app`` with 2 sync workers, on a spare
 port, on the pass's database (the run's throw-away PostgreSQL database, or the SQLite
 file) and store. Threads redeem authorization codes and keep rotating the refresh tokens they get,
 retrying a request whose connection broke (as a client would); meanwhile workers are
-killed with SIGKILL, three times, 0.7 s apart. A killed worker's transaction is never committed in part.
+killed with SIGKILL, three times, 0.7 s apart (7 s under granian, whose master exits when a worker it has
+just respawned dies again). A killed worker's transaction is never committed in part.
 
 What "no half-written state" means here, checked in the database afterwards:
 
@@ -17,7 +19,7 @@ What "no half-written state" means here, checked in the database afterwards:
    refresh token (by keyed hash) exist, in the same family.
 3. A family is revoked for reuse only where the client retried after a lost response (the
    lost request had committed, so the retry is a reuse); never otherwise.
-4. The server keeps serving: gunicorn replaced the workers, /readyz is 200 and a complete
+4. The server keeps serving: it replaced the workers, /readyz is 200 and a complete
    sign-in over HTTP works.
 
 A second test makes the kill deterministic: the test holds a lock the worker's transaction
@@ -31,8 +33,6 @@ in again (RFC 6749 §4.1.2: codes are single use). That is not half-written stat
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections import Counter
@@ -65,11 +65,11 @@ def server_environment(settings, database_url, redis_url, port: int) -> dict:
                "IDP_LOGIN_IP_LOCK_AFTER": settings.login_ip_lock_after})
 
 
-@pytest.fixture(scope="module")
-def gunicorn(app, settings, database_url, redis_url, tmp_path_factory):
+@pytest.fixture(scope="module", params=Backend.SERVERS)
+def server(request, app, settings, database_url, redis_url, tmp_path_factory):
     port = free_port()
     backend = Backend(server_environment(settings, database_url, redis_url, port), port=port, workers=2,
-                      name="idp-kill", log_dir=tmp_path_factory.mktemp("gunicorn"))
+                      name="idp-kill", log_dir=tmp_path_factory.mktemp(request.param), server=request.param)
     backend.start()
     try:
         backend.wait_ready()
@@ -144,11 +144,11 @@ def codes_for(app, factory, rp_client, secret, count: int) -> list[tuple[str, st
     return codes
 
 
-def test_killed_worker_leaves_no_half_written_state(gunicorn, app, factory, db):
+def test_killed_worker_leaves_no_half_written_state(server, app, factory, db):
     rp_client, secret = factory.client()
     rp = HttpRP(rp_client.client_id, secret, rp_client.redirect_uris[0])
     chains = [Chain(code, verifier) for code, verifier in codes_for(app, factory, rp_client, secret, CODES)]
-    client = Client(gunicorn.base, rp)
+    client = Client(server.base, rp)
     queue = list(chains)
     queue_lock = threading.Lock()
     stop = threading.Event()
@@ -168,12 +168,14 @@ def test_killed_worker_leaves_no_half_written_state(gunicorn, app, factory, db):
     try:
         for _ in range(KILLS):
             time.sleep(0.7)
-            pids = gunicorn.worker_pids()
+            server.ready_to_kill()
+            pids = server.worker_pids()
             if pids:
                 victim = pids[len(killed) % len(pids)]
-                os.kill(victim, signal.SIGKILL)
+                server.kill_workers([victim])
                 killed.append(victim)
-        gunicorn.wait_workers()
+        server.wait_workers()
+        server.wait_ready()
         time.sleep(1.0)  # load on the replaced workers too
     finally:
         stop.set()
@@ -183,7 +185,7 @@ def test_killed_worker_leaves_no_half_written_state(gunicorn, app, factory, db):
     print(f"killed workers {killed}; client outcomes {dict(client.outcomes)}")
     assert len(killed) == KILLS, killed
     assert client.outcomes["lost"] >= 1, f"no request was in flight when a worker died: {dict(client.outcomes)}"
-    assert not client.unexpected, (client.unexpected[:5], gunicorn.log_tail(6000))
+    assert not client.unexpected, (client.unexpected[:5], server.log_tail(6000))
     assert client.outcomes[200] >= 2 * CODES, dict(client.outcomes)
 
     # 1. all or nothing, per family and for the audit trail
@@ -234,13 +236,13 @@ def test_killed_worker_leaves_no_half_written_state(gunicorn, app, factory, db):
     assert len(unseen) <= lost_before_any_response, (unseen, [c.events for c in chains if not c.responses])
 
     # 4. the server keeps serving
-    assert len(gunicorn.wait_workers()) == 2
-    assert requests.get(gunicorn.base + "/readyz", timeout=10).status_code == 200
+    assert len(server.wait_workers()) == 2
+    assert requests.get(server.base + "/readyz", timeout=10).status_code == 200
     person = factory.identity()
-    code, verifier = HttpBrowser([gunicorn.base]).sign_in(rp, person.email, PASSWORD, scope=OFFLINE)
-    response = rp.token(gunicorn.base, code, verifier)
+    code, verifier = HttpBrowser([server.base]).sign_in(rp, person.email, PASSWORD, scope=OFFLINE)
+    response = rp.token(server.base, code, verifier)
     assert response.status_code == 200, response.text
-    log = gunicorn.log_tail(20000)
+    log = server.log_tail(20000)
     assert "Traceback" not in log.replace("WORKER TIMEOUT", ""), log[-3000:]
 
 
@@ -274,6 +276,9 @@ class HeldWrites:
         """PostgreSQL: the IdP backend waiting for our lock, and the tables it has written to."""
         from sqlalchemy import text
 
+        # Inside our transaction PostgreSQL answers every pg_stat_activity query from the snapshot its first one
+        # took: without clearing it, a backend that started or began waiting after the first poll is never seen.
+        self.connection.execute(text("SELECT pg_stat_clear_snapshot()"))
         row = self.connection.execute(text(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
             "AND pid <> pg_backend_pid()")).first()
@@ -302,7 +307,7 @@ class HeldWrites:
         self.engine.dispose()
 
 
-def kill_inside_transaction(gunicorn, database_url, call) -> dict:
+def kill_inside_transaction(server, database_url, call) -> dict:
     """Send ``call`` in a thread while writes are held, SIGKILL the workers once it is stuck
     inside its transaction, then let the database go on. Returns what was observed."""
     import threading as _threading
@@ -310,6 +315,7 @@ def kill_inside_transaction(gunicorn, database_url, call) -> dict:
     from tests.faults.support import wait_for
 
     seen = {}
+    server.ready_to_kill()
     with HeldWrites(database_url) as held:
         result = {}
         thread = _threading.Thread(target=lambda: result.setdefault("response", _catch(call)))
@@ -318,9 +324,7 @@ def kill_inside_transaction(gunicorn, database_url, call) -> dict:
             seen["backend"] = wait_for(held.blocked_backend, 20, interval=0.05, message="IdP transaction blocked")
         else:
             time.sleep(1.5)  # SQLite: the worker is waiting for the write lock (busy timeout 30 s)
-        workers = gunicorn.worker_pids()
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
+        server.kill_workers(server.worker_pids())
         thread.join(30)
         seen["response"] = result.get("response")
         held.release()
@@ -334,7 +338,10 @@ def kill_inside_transaction(gunicorn, database_url, call) -> dict:
                                                     {"p": seen["backend"]["pid"]}).scalar() == 0, 20,
                          message="the killed worker's backend ended")
             engine.dispose()
-    gunicorn.wait_workers()
+    # granian's workers each listen on the port: until a replacement has loaded the app, a connection is refused
+    # (gunicorn's master keeps listening and queues it).
+    server.wait_workers()
+    server.wait_ready()
     return seen
 
 
@@ -345,13 +352,13 @@ def _catch(call):
         return error
 
 
-def test_kill_inside_the_transaction_of_a_token_response(gunicorn, app, factory, db, database_url):
+def test_kill_inside_the_transaction_of_a_token_response(server, app, factory, db, database_url):
     rp_client, secret = factory.client()
     rp = HttpRP(rp_client.client_id, secret, rp_client.redirect_uris[0])
     (code, verifier), (code2, verifier2) = codes_for(app, factory, rp_client, secret, 2)
 
     # A code redemption killed after it wrote the family (PostgreSQL), before it committed.
-    seen = kill_inside_transaction(gunicorn, database_url, lambda: rp.token(gunicorn.base, code, verifier))
+    seen = kill_inside_transaction(server, database_url, lambda: rp.token(server.base, code, verifier))
     print(f"code redemption killed: {seen}")
     assert isinstance(seen["response"], requests.RequestException), seen["response"]
     if "backend" in seen:
@@ -363,7 +370,7 @@ def test_kill_inside_the_transaction_of_a_token_response(gunicorn, app, factory,
     # token transaction: Redis, or the store's own transaction) and the client signs in
     # again, or it was not (SQLite: the kill came while waiting for the write lock, before
     # the code was touched) and the retry redeems it normally.
-    retry = rp.token(gunicorn.base, code, verifier)
+    retry = rp.token(server.base, code, verifier)
     db.expire_all()
     families = db.scalar(select(func.count()).select_from(TokenFamily).where(TokenFamily.client_id == rp.client_id))
     if retry.status_code == 200:
@@ -375,10 +382,10 @@ def test_kill_inside_the_transaction_of_a_token_response(gunicorn, app, factory,
     issued_before = db.scalar(select(func.count()).select_from(AccessToken).where(AccessToken.client_id == rp.client_id))
 
     # A refresh killed after it marked the old refresh token rotated, before it committed.
-    first = rp.token(gunicorn.base, code2, verifier2)
+    first = rp.token(server.base, code2, verifier2)
     assert first.status_code == 200, first.text
     tokens = first.json()
-    seen = kill_inside_transaction(gunicorn, database_url, lambda: rp.refresh(gunicorn.base, tokens["refresh_token"]))
+    seen = kill_inside_transaction(server, database_url, lambda: rp.refresh(server.base, tokens["refresh_token"]))
     print(f"refresh killed: {seen}")
     assert isinstance(seen["response"], requests.RequestException), seen["response"]
     if "backend" in seen:
@@ -389,7 +396,7 @@ def test_kill_inside_the_transaction_of_a_token_response(gunicorn, app, factory,
     assert db.scalar(select(func.count()).select_from(AccessToken).where(AccessToken.client_id == rp.client_id)) \
         == issued_before + 1
     # So the client's retry is a normal rotation, not a reuse that revokes the family.
-    retry = rp.refresh(gunicorn.base, tokens["refresh_token"])
+    retry = rp.refresh(server.base, tokens["refresh_token"])
     assert retry.status_code == 200, retry.text
     assert db.get(TokenFamily, old.family_id).revoked_at is None
-    assert requests.get(gunicorn.base + "/readyz", timeout=10).status_code == 200
+    assert requests.get(server.base + "/readyz", timeout=10).status_code == 200
