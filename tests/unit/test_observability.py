@@ -133,6 +133,112 @@ def test_configure_logging_makes_every_line_json(capsys):
     assert "RuntimeError: boom" in failed["exception"] and "test_observability.py" in failed["exception"]
 
 
+@pytest.fixture
+def json_stderr(capsys):
+    """configure_logging(True) as production runs it, undone afterwards. Pytest adds its own capturing handlers
+    to the root logger when a test starts, and captures each phase of a test in a stream of its own;
+    ``only_json()`` takes the handlers off again for a block, as in production, and writes to the test's stderr."""
+    import contextlib
+    import sys
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_switches = (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    observability.configure_logging(True)
+    handler = root.handlers[0]
+
+    @contextlib.contextmanager
+    def only_json():
+        during = root.handlers[:]
+        root.handlers[:] = [handler]
+        handler.stream = sys.stderr  # (setStream would first flush the closed one)
+        try:
+            yield
+        finally:
+            root.handlers[:] = during
+
+    yield only_json
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing) = saved_switches
+
+
+def _not_through_logging(*args, **kwargs):
+    raise AssertionError("the access line went through logging")
+
+
+def _access_lines(text: str) -> list[dict]:
+    return [line for line in (json.loads(raw) for raw in text.splitlines() if raw.startswith("{"))
+            if line.get("logger") == "idp.access"]
+
+
+def test_production_access_lines_for_every_kind_of_endpoint(client, json_stderr, capsys, monkeypatch):
+    capsys.readouterr()
+    monkeypatch.setattr(observability._access_log, "info", _not_through_logging)
+    with json_stderr():
+        jwks = client.get("/jwks", headers={"X-Request-ID": "trace-jwks-0001"})
+        token = client.post("/token", data={"grant_type": "client_credentials"},
+                            headers={"X-Request-ID": "trace-tok-0001"})
+        page = client.get("/login", headers={"X-Request-ID": "trace-page-0001"})
+    lines = {line["request_id"]: line for line in _access_lines(capsys.readouterr().err)}
+    assert lines["trace-jwks-0001"] | {"time": None, "duration_ms": None} == {
+        "time": None, "level": "INFO", "logger": "idp.access", "message": "GET /jwks 200",
+        "request_id": "trace-jwks-0001", "method": "GET", "path": "/jwks", "status": jwks.status_code,
+        "duration_ms": None, "endpoint": "/jwks"}
+    assert lines["trace-tok-0001"]["status"] == token.status_code == 401
+    assert lines["trace-tok-0001"]["endpoint"] == "/token" and lines["trace-tok-0001"]["path"] == "/token"
+    assert lines["trace-page-0001"]["status"] == page.status_code == 200
+    for line in lines.values():
+        assert isinstance(line["duration_ms"], (int, float)) and line["time"]
+
+
+@pytest.mark.parametrize("in_request", [True, False], ids=["request", "outside"])
+def test_direct_access_line_is_the_formatters_line(app, monkeypatch, in_request):
+    """The line written without logging is byte for byte what JsonFormatter makes of count_request's record."""
+    monkeypatch.setattr(observability.time, "time", lambda: 1_800_000_000.25)
+    extra = {} if in_request else {"path": "/jwks", "request_id": "outside-0001"}
+    fields = {"status": 304, "duration_ms": 1.23, "endpoint": "/jwks", "method": "GET", **extra}
+
+    def both():
+        record = logging.LogRecord("idp.access", logging.INFO, "", 0, "%s %s %s", ("GET", "/jwks", 304), None)
+        record.created = 1_800_000_000.25
+        record.__dict__.update(fields)
+        return (observability._access_line("GET", "/jwks", 304, 0.00123, "/jwks", extra),
+                observability.JsonFormatter().format(record))
+
+    if in_request:
+        with app.test_request_context("/jwks", headers={"X-Request-ID": "inside-0001"}):
+            observability.start_request()
+            direct, formatted = both()
+    else:
+        direct, formatted = both()
+    assert direct == formatted
+    assert json.loads(direct)["request_id"] == ("inside-0001" if in_request else "outside-0001")
+
+
+def test_access_log_configured_elsewhere_goes_through_logging(client, json_stderr, json_log, capsys):
+    """A handler on ``idp.access`` (here the json_log fixture's) gets the lines as records again."""
+    capsys.readouterr()
+    with json_stderr():
+        client.get("/jwks", headers={"X-Request-ID": "trace-jwks-0002"})
+    assert [line["request_id"] for line in json_log()] == ["trace-jwks-0002"]
+    # The root's JSON handler still writes the line too (the record propagates), once.
+    written = [line for line in _access_lines(capsys.readouterr().err) if line["request_id"] == "trace-jwks-0002"]
+    assert len(written) == 1
+
+
+def test_access_log_level_silences_the_direct_lines(client, json_stderr, capsys):
+    access = logging.getLogger("idp.access")
+    capsys.readouterr()
+    access.setLevel(logging.WARNING)
+    try:
+        with json_stderr():
+            client.get("/jwks", headers={"X-Request-ID": "trace-jwks-0003"})
+    finally:
+        access.setLevel(logging.NOTSET)
+    assert not [line for line in _access_lines(capsys.readouterr().err) if line["request_id"] == "trace-jwks-0003"]
+
+
 # -- metrics --------------------------------------------------------------------------------------------
 
 
