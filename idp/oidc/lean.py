@@ -3,11 +3,12 @@
 Token, introspection, revocation and UserInfo requests come from RPs and resource servers, many per sign-in,
 and use nothing of what Flask's dispatch does around a view for the pages: the browser session (opened and
 saved), the CSRF check, the locale, the before-request hooks. That cycle cost about a tenth of a token
-request's instructions (bench/README.md). This layer runs the same view functions in a request context of their own
-(``flask.request`` and ``g`` work as everywhere) with a null session, so a view that tried to write to a
-session would fail loudly rather than lose the write, and adds what the app's hooks add to every response:
-the request id, the security headers, the Prometheus counters and the access log line. Errors go through the
-app's registered error handlers, as in Flask's own dispatch. Other methods on these paths (HEAD, OPTIONS,
+request's instructions (bench/README.md). This layer runs the same view functions in a request context of
+their own (``flask.request``, ``g`` and ``url_for`` work as everywhere; the URL is not matched, the view is
+known) with a null session, so a view that tried to write to a session would fail loudly rather than lose
+the write, and adds what the app's hooks add to every response: the request id, the security headers, the
+Prometheus counters and the access log line. Errors go through the app's registered error handlers, as in
+Flask's own dispatch. Other methods on these paths (HEAD, OPTIONS,
 405s) fall through to Flask.
 """
 
@@ -45,7 +46,11 @@ class LeanProtocolEndpoints:
         if endpoint is None:
             return self.wsgi_app(environ, start_response)
         app = self.app
-        ctx = RequestContext(app, environ, session=NullSession())
+        if app.config["TRUSTED_HOSTS"] or app.config["SERVER_NAME"]:
+            # Binding the URL map is where Flask checks the Host against these: keep its context.
+            ctx = RequestContext(app, environ, session=NullSession())
+        else:
+            ctx = LeanRequestContext(app, environ)
         error: BaseException | None = None
         try:
             try:
@@ -64,6 +69,43 @@ class LeanProtocolEndpoints:
             return _send(response, environ, start_response)
         finally:
             ctx.pop(error)
+
+
+class LeanRequestContext(RequestContext):
+    """Flask's request context without matching the URL: the view is known from ROUTES already. Binding the URL
+    map to the request and matching its path cost about a tenth of an introspection's server CPU
+    (bench/README.md). ``request.url_rule`` stays None (nothing on these paths reads it; the error handlers are
+    all the app's own, not a blueprint's). The URL adapter is made on first use once the context is pushed, so
+    ``url_for`` works as anywhere. Used only when neither TRUSTED_HOSTS nor SERVER_NAME is configured, which
+    Flask checks when it binds the map.
+
+    The attributes are Flask 3.1's RequestContext.__init__'s (tests/protocol/test_lean_dispatch.py compares
+    them with Flask's own context, so a Flask upgrade that changes them fails there)."""
+
+    def __init__(self, app, environ):  # noqa: D107 - Flask's __init__ minus create_url_adapter
+        self.app = app
+        self.request = app.request_class(environ)
+        self.request.json_module = app.json
+        self._url_adapter = None
+        self._adapter_wanted = False
+        self.flashes = None
+        self._session = NullSession()
+        self._after_request_functions = []
+        self._cv_tokens = []
+
+    @property
+    def url_adapter(self):
+        if self._url_adapter is None and self._adapter_wanted:
+            self._url_adapter = self.app.create_url_adapter(self.request)
+        return self._url_adapter
+
+    @url_adapter.setter
+    def url_adapter(self, value) -> None:
+        self._url_adapter = value
+
+    def push(self) -> None:
+        super().push()  # sees no adapter yet, so it matches nothing
+        self._adapter_wanted = True
 
 
 def _read_form(request) -> None:

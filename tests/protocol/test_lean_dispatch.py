@@ -122,3 +122,46 @@ def test_a_body_shorter_than_its_content_length_is_a_bad_request(client, machine
                            environ_overrides={"CONTENT_LENGTH": "500"})
     assert response.status_code == 400
     assert response.get_json()["error"] == "invalid_request"
+
+
+# -- the lean request context (no URL matching) ------------------------------------------------------------
+
+def test_lean_request_context_has_flasks_attributes(app):
+    """LeanRequestContext repeats Flask's RequestContext.__init__ without the URL adapter: the same attributes,
+    or a Flask upgrade has changed them and the class must follow."""
+    from flask.ctx import RequestContext
+    from werkzeug.test import EnvironBuilder
+
+    from idp.oidc.lean import LeanRequestContext
+
+    environ = EnvironBuilder(path="/token", method="POST").get_environ()
+    flasks = set(vars(RequestContext(app, environ)))
+    ours = {name.replace("_url_adapter", "url_adapter") for name in vars(LeanRequestContext(app, environ))}
+    assert ours - {"_adapter_wanted"} == flasks
+
+
+def test_url_for_works_in_a_lean_request(app):
+    from flask import request, url_for
+    from werkzeug.test import EnvironBuilder
+
+    from idp.oidc.lean import LeanRequestContext
+
+    ctx = LeanRequestContext(app, EnvironBuilder(path="/token", method="POST", base_url="https://idp.test").get_environ())
+    ctx.push()
+    try:
+        assert request.url_rule is None  # not matched: the view is known
+        assert url_for("oidc.jwks") == "/jwks"
+        assert url_for("oidc.jwks", _external=True) == "https://idp.test/jwks"
+    finally:
+        ctx.pop()
+
+
+def test_trusted_hosts_are_still_checked(app, client, machine, monkeypatch):
+    monkeypatch.setitem(app.config, "TRUSTED_HOSTS", ["idp.test"])
+    good = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine,
+                       base_url="https://idp.test")
+    assert good.status_code == 200, good.get_data(as_text=True)
+    bad = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine,
+                      base_url="https://evil.example")
+    assert bad.status_code == 400
+    assert "access_token" not in bad.get_data(as_text=True)
