@@ -5,7 +5,7 @@
         --redis-url redis://127.0.0.1:6379/0 --redis-prefix scaleout: --keys-dir /tmp/idp-scaleout-keys \\
         --port 8080 [--backends 2] [--workers 2] [--keys-reload-interval 10] [--upgrade] [--demo]
 
-Each backend is ``gunicorn idp.wsgi:app`` (the production entry point) on its own free
+Each backend is ``gunicorn idp.wsgi:app`` (a production entry point) on its own free
 127.0.0.1 port with the same IDP_* environment; nginx (the Debian package,
 ``apt-get install -y nginx``) listens on 127.0.0.1:<port> and round-robins over them.
 The issuer is the nginx address, so every backend issues the same ``iss``. Other IDP_*
@@ -13,7 +13,8 @@ variables in the caller's environment reach every backend unchanged.
 Runs until Ctrl-C, then stops everything it started.
 
 The classes are importable (tests/faults/test_worker_kill.py, test_scaleout.py, bench/soak.py):
-``Backend`` is one gunicorn process, ``Nginx`` the proxy, ``ScaleOut`` both together.
+``Backend`` is one server process (gunicorn, or with ``server="granian"`` the Dockerfile's granian command),
+``Nginx`` the proxy, ``ScaleOut`` both together.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ their own (``flask.request``, ``g`` and ``url_for`` work as everywhere; the URL 
 known) with a null session, so a view that tried to write to a session would fail loudly rather than lose
 the write, and adds what the app's hooks add to every response: the request id, the security headers, the
 Prometheus counters and the access log line. Errors go through the app's registered error handlers, as in
-Flask's own dispatch. Other methods on these paths (HEAD, OPTIONS,
-405s) fall through to Flask.
+Flask's own dispatch. Other methods on these paths (HEAD, OPTIONS, 405s) fall through to Flask.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ class LeanRequestContext(RequestContext):
     The attributes are Flask 3.1's RequestContext.__init__'s (tests/protocol/test_lean_dispatch.py compares
     them with Flask's own context, so a Flask upgrade that changes them fails there)."""
 
-    def __init__(self, app, environ):  # noqa: D107 - Flask's __init__ minus create_url_adapter
+    def __init__(self, app, environ):  # Flask's __init__ minus create_url_adapter
         self.app = app
         self.request = app.request_class(environ)
         self.request.json_module = app.json
