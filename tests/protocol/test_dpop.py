@@ -19,7 +19,10 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from idp.app import create_app
 from idp.clients.models import Client
+from idp.oidc import dpop
 from tests.helpers.oidc import make_rp
+from tests.protocol.test_authorize_errors import assert_redirect_error
+from tests.protocol.test_par import assert_code, assert_json_error, authorize, complete, request_params
 
 ISSUER = "https://idp.test"
 TOKEN_URL = f"{ISSUER}/token"
@@ -478,8 +481,6 @@ def test_unbound_code_is_redeemed_as_before(client, factory):
     "x" * 200,
 ])
 def test_malformed_dpop_jkt_is_invalid_request_at_the_client(client, factory, value):
-    from tests.protocol.test_authorize_errors import assert_redirect_error
-
     identity = factory.identity()
     rp = make_rp(client, factory)
     response = rp.follow(rp.authorize(state="st-1", dpop_jkt=value))
@@ -490,8 +491,6 @@ def test_malformed_dpop_jkt_is_invalid_request_at_the_client(client, factory, va
 
 
 def test_rfc_example_thumbprint_is_accepted():
-    from idp.oidc import dpop
-
     # RFC 9449 §10's example value, and the one a key's thumbprint computed by hand gives.
     assert dpop.is_thumbprint("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
     assert dpop.is_thumbprint(Holder().jkt)
@@ -499,8 +498,6 @@ def test_rfc_example_thumbprint_is_accepted():
 
 
 def par_push(rp, proof=None, **overrides):
-    from tests.protocol.test_par import request_params
-
     headers = basic(rp.client_id, rp.client_secret)
     if proof is not None:
         headers["DPoP"] = proof
@@ -508,8 +505,6 @@ def par_push(rp, proof=None, **overrides):
 
 
 def par_code(rp, identity, response):
-    from tests.protocol.test_par import assert_code, authorize, complete
-
     assert response.status_code == 201, (response.status_code, response.get_data(as_text=True))
     request_uri = response.get_json()["request_uri"]
     return assert_code(rp, complete(rp, authorize(rp, client_id=rp.client_id, request_uri=request_uri),
@@ -550,8 +545,6 @@ def test_par_proof_and_dpop_jkt_for_the_same_key(client, factory):
 
 
 def test_par_proof_and_dpop_jkt_for_different_keys_are_refused(client, factory):
-    from tests.protocol.test_par import assert_json_error
-
     holder, other = Holder(), Holder()
     rp = make_rp(client, factory)
     body = assert_json_error(par_push(rp, holder.proof(url=PAR_URL), dpop_jkt=other.jkt), "invalid_request")
@@ -560,8 +553,6 @@ def test_par_proof_and_dpop_jkt_for_different_keys_are_refused(client, factory):
 
 @pytest.mark.parametrize("case", ["token_url", "get", "unsigned", "replayed"])
 def test_invalid_proof_at_par_is_refused(client, factory, case):
-    from tests.protocol.test_par import assert_json_error
-
     holder = Holder()
     rp = make_rp(client, factory)
     proof = {"token_url": lambda: holder.proof(),  # htu of another endpoint
