@@ -156,9 +156,12 @@ def count_request(endpoint: str, method: str, status: int, elapsed: float, **ext
         handler = _direct_handler()
         if handler is not None:
             line = _access_line(method, path, status, elapsed, endpoint, extra) + "\n"
-            with handler.lock:  # as logging's own lines are written: none is cut into by another thread's
-                handler.stream.write(line)
-            return
+            try:
+                with handler.lock:  # as logging's own lines are written: none is cut into by another thread's
+                    handler.stream.write(line)
+                return
+            except Exception:  # noqa: BLE001, S110 - a log stream that fails must not fail the request:
+                pass  # logging reports it its own way (Handler.handleError) and never raises
         _access_log.info("%s %s %s", method, path, status,
                          extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "endpoint": endpoint,
                                 "method": method, **extra})

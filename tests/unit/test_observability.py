@@ -227,6 +227,21 @@ def test_access_log_configured_elsewhere_goes_through_logging(client, json_stder
     assert len(written) == 1
 
 
+def test_a_failing_log_stream_does_not_fail_the_request(client, json_stderr, monkeypatch):
+    class Broken:
+        def write(self, text):
+            raise BrokenPipeError("the log collector went away")
+
+        def flush(self):
+            raise BrokenPipeError("the log collector went away")
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as logging reports it in production: quietly
+    with json_stderr():
+        monkeypatch.setattr(observability._json_handler, "stream", Broken())
+        assert client.get("/jwks").status_code == 200
+        assert client.post("/token", data={"grant_type": "client_credentials"}).status_code == 401
+
+
 def test_access_log_level_silences_the_direct_lines(client, json_stderr, capsys):
     access = logging.getLogger("idp.access")
     capsys.readouterr()
