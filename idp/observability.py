@@ -105,7 +105,8 @@ def _direct_handler():
             or handler.filters or handler.level > logging.INFO):
         return None
     root = logging.getLogger()
-    if root.handlers != [handler] or root.filters or _access_log.parent is not root:
+    handlers = root.handlers
+    if len(handlers) != 1 or handlers[0] is not handler or root.filters or _access_log.parent is not root:
         return None
     return handler
 

@@ -139,18 +139,20 @@ def _same_url(htu, url: str) -> bool:
     return htu.split("?", 1)[0].split("#", 1)[0] == url
 
 
-def check_token_request(client_requires: bool = False) -> None:
-    """At the token endpoint: validate a DPoP header if sent; sets g.dpop_jkt."""
+def proved_key() -> str | None:
+    """The key (``jkt``) of the DPoP proof sent with this POST to the token or PAR endpoint, checked (§4.3); None
+    when none was sent. A server joins repeated DPoP headers with commas, which no proof survives."""
     proofs = sent_proofs()
-    g.dpop_jkt = None
     if not proofs:
-        if client_requires:
-            raise InvalidDPoPProofError("This client must use DPoP.")
-        return
-    if len(proofs) > 1:
-        raise InvalidDPoPProofError("Send exactly one DPoP proof.")
-    g.dpop_jkt = verify_proof(proofs[0], method="POST", url=request_url(),
-                              require_nonce=runtime().settings.dpop_require_nonce)
+        return None
+    return verify_proof(proofs[0], method="POST", url=request_url(),
+                        require_nonce=runtime().settings.dpop_require_nonce)
+
+
+def check_token_request() -> None:
+    """At the token endpoint: validate a DPoP header if sent; sets g.dpop_jkt."""
+    g.dpop_jkt = None
+    g.dpop_jkt = proved_key()
 
 
 def current_jkt() -> str | None:

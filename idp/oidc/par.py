@@ -45,7 +45,7 @@ def push(server):
             raise InvalidRequestError("'client_id' does not match the authenticated client.")
         params = Params([(k, v) for k, v in form.items(multi=True) if k not in _AUTH_PARAMS])
         params["client_id"] = client.client_id
-        proved = _proved_key()
+        proved = dpop.proved_key()  # RFC 9449 §10.1: checked as at the token endpoint
         pushed = server.create_oauth2_request(params)
         grant = server.get_authorization_grant(pushed)
         grant.validate_no_multiple_request_parameter(pushed)
@@ -67,15 +67,6 @@ def push(server):
     if proved is not None:
         headers.append(("DPoP-Nonce", dpop.current_nonce()))
     return 201, {"request_uri": URN_PREFIX + handle, "expires_in": EXPIRES_IN}, headers
-
-
-def _proved_key() -> str | None:
-    """The key of a DPoP proof sent with the push, checked as at the token endpoint (RFC 9449 §4.3)."""
-    proofs = dpop.sent_proofs()
-    if not proofs:
-        return None
-    return dpop.verify_proof(proofs[0], method="POST", url=dpop.request_url(),
-                             require_nonce=runtime().settings.dpop_require_nonce)
 
 
 def is_pushed(params: MultiDict) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from urllib.parse import quote_plus
 from collections.abc import Mapping
+from urllib.parse import quote_plus
 
 from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthorizationServer
@@ -112,7 +112,7 @@ class ProtocolRequest(FlaskOAuth2Request):
     (tests/protocol/test_protocol_request.py compares them, so an Authlib upgrade that adds one fails there)."""
 
     def __init__(self, request):
-        if not _secure_transport(request.scheme, request.host, bool(os.getenv("AUTHLIB_INSECURE_TRANSPORT"))):
+        if not _secure_uri(f"{request.scheme}://{request.host}/", bool(os.getenv("AUTHLIB_INSECURE_TRANSPORT"))):
             raise InsecureTransportError()
         self.method = request.method
         self.headers = request.headers
@@ -124,10 +124,6 @@ class ProtocolRequest(FlaskOAuth2Request):
     @functools.cached_property
     def uri(self) -> str:
         return self._request.url
-
-
-def _secure_transport(scheme: str, host: str, insecure_allowed: bool) -> bool:
-    return _secure_uri(f"{scheme}://{host}/", insecure_allowed)
 
 
 @functools.lru_cache(maxsize=256)
