@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from . import mail, observability, security
 from .identities.totp import Totp
 from .security import DataCipher, load_data_key
-from .extensions import Runtime, babel, csrf, runtime
+from .extensions import Runtime, babel, csrf, current_g, current_request, runtime
 from .identities.passwords import PasswordHasher
 from .oidc import keys as keys_module
 from .oidc import server as oidc_server
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _session_store_available():
         # Before the CSRF check, which would otherwise call a form "expired"
         # when in truth the session store is down (503, not 400).
-        if getattr(session, "unavailable", False):
+        if getattr(session._get_current_object(), "unavailable", False):
             raise RedisError("session store unavailable")
 
     csrf.init_app(app)
@@ -210,7 +210,7 @@ def _register_handlers(app: Flask) -> None:
 
     @app.before_request
     def _ui_locales():
-        g.ui_locales = request.args.get("ui_locales")
+        current_g().ui_locales = current_request().args.get("ui_locales")
 
     app.after_request(security_headers)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, g
+from flask import request as flask_request
 from flask_babel import Babel
 from flask_wtf import CSRFProtect
 
@@ -44,8 +45,17 @@ class Runtime:
     rate_counter: BlockCounter
 
 
+#: The app, the request and ``g`` of the current context, resolved without going through their proxies'
+#: attribute look-up: a proxied attribute first fails an ordinary look-up on the proxy, and formatting that
+#: AttributeError cost more than the access itself. Some 30 such accesses were about 5 % of a token
+#: request's instructions (bench/README.md). Each raises outside a context, as the proxies do.
+current_app_object = current_app._get_current_object
+current_request = flask_request._get_current_object
+current_g = g._get_current_object
+
+
 def runtime() -> Runtime:
-    return current_app.extensions["idp"]
+    return current_app_object().extensions["idp"]
 
 
 def db_session():
@@ -55,10 +65,11 @@ def db_session():
 def origin():
     """The current request's origin for audit events (the proxy's X-Forwarded-For is
     trusted only when ProxyFix is configured, which rewrites remote_addr)."""
-    from flask import has_request_context, request
+    from flask import has_request_context
 
     from .audit.service import Origin
 
     if not has_request_context():
         return Origin()
+    request = current_request()
     return Origin(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))

@@ -18,6 +18,8 @@ import time
 from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from .extensions import current_g, current_request
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 REQUESTS = Counter("idp_http_requests_total", "HTTP requests by endpoint, method and status.",
@@ -116,7 +118,8 @@ def _access_line(method: str, path: str, status: int, elapsed: float, endpoint: 
     line = {"time": _timestamp(time.time()), "level": "INFO", "logger": "idp.access",
             "message": f"{method} {path} {status}"}
     if has_request_context():
-        line.update(request_id=getattr(g, "request_id", None), method=request.method, path=request.path)
+        request_ = current_request()
+        line.update(request_id=current_g().get("request_id"), method=request_.method, path=request_.path)
     if "request_id" in extra:
         line["request_id"] = extra["request_id"]
     line["method"] = method
@@ -170,16 +173,20 @@ def count_request(endpoint: str, method: str, status: int, elapsed: float, **ext
 
 def start_request() -> None:
     """The request's id (the caller's X-Request-ID when sane) and start time, on ``g``."""
-    incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if valid_request_id(incoming) else secrets.token_hex(8)
-    g.started = time.perf_counter()
+    incoming = current_request().headers.get("X-Request-ID", "")
+    globals_ = current_g()
+    globals_.request_id = incoming if valid_request_id(incoming) else secrets.token_hex(8)
+    globals_.started = time.perf_counter()
 
 
 def finish_request(response, endpoint: str):
     """Echo the request id and count the request (metrics and access log)."""
-    elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
-    response.headers["X-Request-ID"] = getattr(g, "request_id", "")
-    count_request(endpoint, request.method, response.status_code, elapsed)
+    now = time.perf_counter()
+    globals_ = current_g()
+    elapsed = now - globals_.get("started", now)
+    response.headers["X-Request-ID"] = globals_.get("request_id", "")
+    request_ = current_request()
+    count_request(endpoint, request_.method, response.status_code, elapsed, path=request_.path)
     return response
 
 
@@ -188,7 +195,8 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _finish(response):
-        return finish_request(response, request.url_rule.rule if request.url_rule is not None else "unmatched")
+        rule = current_request().url_rule
+        return finish_request(response, rule.rule if rule is not None else "unmatched")
 
     @app.get("/metrics")
     def metrics():

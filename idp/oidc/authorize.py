@@ -32,7 +32,7 @@ from sqlalchemy import bindparam, select
 from werkzeug.datastructures import MultiDict
 
 from ..agreements import service as agreements
-from ..extensions import db_session, runtime
+from ..extensions import current_app_object, db_session, runtime
 from ..grants.models import Grant
 from ..params import Params
 from ..identities.models import Identity
@@ -47,7 +47,7 @@ MAX_BOUND_INTERACTIONS = 10
 
 
 def server():
-    return current_app.extensions["authlib.server"]
+    return current_app_object().extensions["authlib.server"]
 
 
 def error_page(error: OAuth2Error, status: int = 400):
@@ -190,7 +190,7 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
             params, client, agreement, password_alone_allowed=runtime().settings.password_min_length >= 15),
     )
     decision = prompts.evaluate(ctx)
-    current_app.logger.debug("authorize %s: %s", client.client_id, decision.reason or "issue")
+    current_app_object().logger.debug("authorize %s: %s", client.client_id, decision.reason or "issue")
     if decision.error:
         return _redirect_error(grant.request, decision.error(description=decision.description,
                                                              redirect_uri=grant.redirect_uri, state=params.get("state")))

@@ -25,13 +25,12 @@ import re
 import time
 
 from authlib.oauth2 import OAuth2Error
-from flask import g, request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from ..extensions import runtime
+from ..extensions import current_g, current_request, runtime
 from ..security import derive_key
 
 ALGORITHMS = ["ES256", "RS256", "PS256", "EdDSA"]
@@ -78,13 +77,13 @@ def sent_proofs() -> list[str]:
     repeated headers with commas, which no proof survives), so this is a look-up: werkzeug's ``getlist``
     would walk every key of the environ, the process environment included under granian, on every token
     request."""
-    value = request.headers.get("DPoP")
+    value = current_request().headers.get("DPoP")
     return [] if value is None else [value]
 
 
 def request_url() -> str:
     """This request's URL as the client addressed it: issuer origin + path."""
-    return runtime().settings.issuer + request.path
+    return runtime().settings.issuer + current_request().path
 
 
 def verify_proof(proof: str, *, method: str, url: str, access_token: str | None = None,
@@ -151,12 +150,13 @@ def proved_key() -> str | None:
 
 def check_token_request() -> None:
     """At the token endpoint: validate a DPoP header if sent; sets g.dpop_jkt."""
-    g.dpop_jkt = None
-    g.dpop_jkt = proved_key()
+    globals_ = current_g()
+    globals_.dpop_jkt = None
+    globals_.dpop_jkt = proved_key()
 
 
 def current_jkt() -> str | None:
-    return getattr(g, "dpop_jkt", None)
+    return current_g().get("dpop_jkt")
 
 
 def is_thumbprint(value) -> bool:

@@ -12,9 +12,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
-from flask import g
 
-from ..extensions import runtime
+from ..extensions import current_g, runtime
 from .errors import safe
 
 
@@ -50,9 +49,9 @@ class ResourceIndicators:
         grant.register_hook("before_create_token_response", self.validate)
 
     def validate(self, grant):
-        g.token_audience = audience_for(grant.request, grant.request.client)
+        current_g().token_audience = audience_for(grant.request, grant.request.client)
 
 
 def current_audience() -> str | list[str]:
-    audience = getattr(g, "token_audience", None) or [runtime().settings.issuer]
+    audience = current_g().get("token_audience") or [runtime().settings.issuer]
     return audience[0] if len(audience) == 1 else audience

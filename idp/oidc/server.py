@@ -18,10 +18,11 @@ from authlib.oauth2.rfc6749.errors import (InsecureTransportError, InvalidClient
 from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from authlib.oauth2.rfc9207 import IssuerParameter
+from flask import Response
 from flask import request as flask_request
 from werkzeug.datastructures import MultiDict
 
-from ..extensions import db_session, runtime
+from ..extensions import current_app_object, current_request, db_session, runtime
 from . import client_auth, dpop, tokens
 from .device import DeviceAuthorization, DeviceCode
 from .endpoints import Introspection, Revocation, UserInfo
@@ -149,13 +150,20 @@ class AuthorizationServer(FlaskAuthorizationServer):
             error.status_code = 401
         return super().handle_error_response(request, error)
 
+    def handle_response(self, status_code, payload, headers):
+        # Authlib's, with the app's JSON provider reached directly (flask.json.dumps goes through the
+        # current_app proxy twice per response): the same bytes.
+        if isinstance(payload, dict):
+            payload = current_app_object().json.dumps(payload)
+        return Response(payload, status=status_code, headers=headers)
+
     def create_oauth2_request(self, request):
         if isinstance(request, OAuth2Request):
             return request
         if isinstance(request, MultiDict):
             return ParamsOAuth2Request(runtime().settings.issuer + "/authorize", request)
         # The request object itself, not Flask's proxy: Authlib reads the form through it a dozen times a request.
-        return ProtocolRequest(flask_request._get_current_object())
+        return ProtocolRequest(current_request())
 
 
 class Issuer(IssuerParameter):

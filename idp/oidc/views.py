@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidRequestError
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from ..extensions import runtime
+from ..extensions import current_app_object, current_request, runtime
 from . import authorize as flow
 from ..policies import rate_limits
 from . import dpop, par, registration
@@ -26,7 +26,8 @@ def _public_json(payload: dict, max_age: int):
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize():
     # POST is allowed by OIDC Core §3.1.2.1; parameters then come in the body.
-    params = request.form.copy() if request.method == "POST" else request.args.copy()  # Params (idp/params.py)
+    request_ = current_request()
+    params = request_.form.copy() if request_.method == "POST" else request_.args.copy()  # Params (idp/params.py)
     return flow.handle(params)
 
 
@@ -38,7 +39,7 @@ def resume(interaction_id):
     return flow.handle(flow.interaction_params(data), data, interaction_id)
 
 
-def _client_key() -> str:
+def _client_key(request) -> str:
     """Who is calling the token endpoint, for its rate limit: the client id if
     it says one (Basic or form), else the IP."""
     auth = request.authorization
@@ -51,10 +52,11 @@ def _client_key() -> str:
 
 @bp.post("/token")
 def token():
-    server = current_app.extensions["authlib.server"]
-    rate_limits.hit("token", _client_key())
+    server = current_app_object().extensions["authlib.server"]
+    request_ = current_request()
+    rate_limits.hit("token", _client_key(request_))
     try:
-        if not request.values.get("grant_type"):
+        if not request_.values.get("grant_type"):
             # RFC 6749 §5.2: a missing required parameter is invalid_request. (Authlib would look for a grant
             # of type None and answer unsupported_grant_type, which is for a type we do not offer.)
             raise InvalidRequestError("Missing 'grant_type'.")
@@ -69,41 +71,41 @@ def token():
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo():
-    return current_app.extensions["authlib.server"].create_endpoint_response("userinfo")
+    return current_app_object().extensions["authlib.server"].create_endpoint_response("userinfo")
 
 
 @bp.post("/par")
 def pushed_authorization_request():
-    server = current_app.extensions["authlib.server"]
+    server = current_app_object().extensions["authlib.server"]
     return server.handle_response(*par.push(server))
 
 
 @bp.post("/device_authorization")
 def device_authorization():
-    return current_app.extensions["authlib.server"].create_endpoint_response("device_authorization")
+    return current_app_object().extensions["authlib.server"].create_endpoint_response("device_authorization")
 
 
 @bp.post("/register")
 def register():
     rate_limits.hit("register", request.remote_addr or "-")
-    server = current_app.extensions["authlib.server"]
+    server = current_app_object().extensions["authlib.server"]
     return server.handle_response(*registration.register())
 
 
 @bp.route("/register/<client_id>", methods=["GET", "PUT", "DELETE"])
 def configure_client(client_id):
-    server = current_app.extensions["authlib.server"]
+    server = current_app_object().extensions["authlib.server"]
     return server.handle_response(*registration.configure(client_id))
 
 
 @bp.post("/revoke")
 def revoke():
-    return current_app.extensions["authlib.server"].create_endpoint_response("revocation")
+    return current_app_object().extensions["authlib.server"].create_endpoint_response("revocation")
 
 
 @bp.post("/introspect")
 def introspect():
-    return current_app.extensions["authlib.server"].create_endpoint_response("introspection")
+    return current_app_object().extensions["authlib.server"].create_endpoint_response("introspection")
 
 
 @bp.get("/jwks")

@@ -40,13 +40,14 @@ class RateLimitedError(DomainError):
 def hit(bucket: str, key: str) -> None:
     """Count one request; raise RateLimitedError past the bucket's limit."""
     allowed, window = LIMITS[bucket]
-    factor = runtime().settings.rate_limit_factor
+    state = runtime()
+    factor = state.settings.rate_limit_factor
     if factor <= 0:
         return
     allowed = max(1, int(allowed * factor))
     now = int(time.time())
     current = now // window
-    count = runtime().rate_counter.take(bucket, key, current, allowed, window + 1)
+    count = state.rate_counter.take(bucket, key, current, allowed, window + 1)
     if count > allowed:
         if count == allowed + 1:  # once per window, not once per refused request
             from ..audit import service as audit
