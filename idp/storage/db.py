@@ -20,6 +20,8 @@ from sqlalchemy import DateTime, MetaData, Text, TypeDecorator, create_engine, e
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 
+from . import sqlite_wal
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -110,6 +112,8 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
             kwargs["connect_args"] = {"prepare_threshold": None}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        on_disk = os.path.abspath(database) if database and database != ":memory:" else None
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -120,6 +124,11 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
             # cut (not a crash of the IdP) may lose the last commits. SQLite's documented choice for WAL.
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if on_disk:
+                # The log is checkpointed by a thread of this process (idp/storage/sqlite_wal.py); the commits'
+                # own checkpoint is the safety net.
+                cursor.execute(f"PRAGMA wal_autocheckpoint={sqlite_wal.AUTOCHECKPOINT_PAGES}")
+                sqlite_wal.watch(on_disk, engine)
             cursor.close()
 
     else:
@@ -356,6 +365,7 @@ class Database:
             else:
                 _forsaken.append(reader)
         self.session.remove()
+        sqlite_wal.unwatch(self.engine)
         self.engine.dispose()
         if self.autocommit_engine is not self.engine:
             self.autocommit_engine.dispose()
