@@ -34,9 +34,12 @@ AUTOCHECKPOINT_PAGES = 16384
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-#: database path -> [weak reference to its engine, this thread's connection or None]
-_watched: dict[str, list] = {}
+#: database path -> weak reference to the engine it is checkpointed for
+_watched: dict[str, weakref.ref] = {}
 _thread: threading.Thread | None = None
+#: The thread's own connection per database. Only the thread uses or closes them: Python's sqlite3 module does
+#: not survive a connection closed by one thread while another runs a statement on it.
+_connections: dict[str, sqlite3.Connection] = {}
 #: Connections a parent process opened, kept referenced in the child: closing one there is not SQLite-safe.
 _forsaken: list = []
 
@@ -45,44 +48,49 @@ def watch(path: str, engine) -> None:
     """Checkpoint ``path`` for as long as ``engine`` lives (called when the engine opens a connection)."""
     global _thread
     with _lock:
-        entry = _watched.get(path)
-        if entry is None or entry[0]() is None:
-            _watched[path] = [weakref.ref(engine), entry[1] if entry else None]
+        reference = _watched.get(path)
+        if reference is None or reference() is None:
+            _watched[path] = weakref.ref(engine)
         if _thread is None:
             _thread = threading.Thread(target=_run, name="sqlite-wal-checkpoint", daemon=True)
             _thread.start()
 
 
 def unwatch(engine) -> None:
+    """Stop checkpointing for ``engine`` (its database is disposed of); the thread closes its connection."""
     with _lock:
-        for path, entry in list(_watched.items()):
-            if entry[0]() is engine:
+        for path, reference in list(_watched.items()):
+            if reference() is engine:
                 del _watched[path]
-                _close(entry[1])
 
 
 def checkpoint(path: str) -> tuple[int, int, int] | None:
-    """One RESTART checkpoint of ``path``: SQLite's (busy, log frames, frames checkpointed), or None if the
-    database could not be opened. Also what the thread runs."""
-    with _lock:
-        entry = _watched.get(path)
-    connection = entry[1] if entry else None
+    """One RESTART checkpoint of ``path`` on a connection of its own: SQLite's (busy, log frames, frames
+    checkpointed), or None if it failed."""
+    connection = _open(path)
+    if connection is None:
+        return None
     try:
-        if connection is None:
-            connection = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
-            if entry is not None:
-                entry[1] = connection
-        row = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-        if entry is None:
-            connection.close()
-        return tuple(row)
-    except sqlite3.Error as error:
-        # A database being replaced or deleted (tests), a full disk: the next round opens it again; the commits'
-        # own checkpoint still runs meanwhile.
-        log.debug("WAL checkpoint of %s failed: %s", path, error)
-        if entry is not None:
-            entry[1] = None
+        return _checkpoint(path, connection)
+    finally:
         _close(connection)
+
+
+def _checkpoint(path: str, connection: sqlite3.Connection) -> tuple[int, int, int] | None:
+    try:
+        return tuple(connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone())
+    except sqlite3.Error as error:
+        # A database being replaced or deleted (tests), a full disk: the thread opens it again next round; the
+        # commits' own checkpoint still runs meanwhile.
+        log.debug("WAL checkpoint of %s failed: %s", path, error)
+        return None
+
+
+def _open(path: str) -> sqlite3.Connection | None:
+    try:
+        return sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        log.debug("WAL checkpoint of %s: cannot open: %s", path, error)
         return None
 
 
@@ -90,23 +98,26 @@ def _run() -> None:
     while True:
         time.sleep(INTERVAL)
         with _lock:
-            paths = []
-            for path, entry in list(_watched.items()):
-                if entry[0]() is None:  # the engine is gone
+            for path, reference in list(_watched.items()):
+                if reference() is None:  # the engine is gone
                     del _watched[path]
-                    _close(entry[1])
-                else:
-                    paths.append(path)
+            paths = list(_watched)
+        for path in [path for path in _connections if path not in paths]:
+            _close(_connections.pop(path))
         for path in paths:
-            checkpoint(path)
+            connection = _connections.get(path) or _open(path)
+            if connection is None:
+                continue
+            _connections[path] = connection
+            if _checkpoint(path, connection) is None:
+                _close(_connections.pop(path))
 
 
 def _close(connection) -> None:
-    if connection is not None:
-        try:
-            connection.close()
-        except sqlite3.Error:
-            pass
+    try:
+        connection.close()
+    except sqlite3.Error:
+        pass
 
 
 def _after_fork() -> None:
@@ -114,10 +125,8 @@ def _after_fork() -> None:
     # The thread did not come along; the connections it held belong to the parent.
     _lock = threading.Lock()
     _thread = None
-    for entry in _watched.values():
-        if entry[1] is not None:
-            _forsaken.append(entry[1])
-            entry[1] = None
+    _forsaken.extend(_connections.values())
+    _connections.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -89,6 +89,10 @@ def test_a_disposed_or_collected_database_is_no_longer_checkpointed(tmp_path):
     assert path in sqlite_wal._watched
     db.dispose()
     assert path not in sqlite_wal._watched
+    deadline = time.monotonic() + 5
+    while path in sqlite_wal._connections:  # the thread closes its own connection
+        assert time.monotonic() < deadline, "the thread kept its connection to a disposed database"
+        time.sleep(0.05)
 
     other = Database(f"sqlite:///{tmp_path / 'collected.sqlite3'}")
     with other.engine.connect():
@@ -101,6 +105,26 @@ def test_a_disposed_or_collected_database_is_no_longer_checkpointed(tmp_path):
     while watched in sqlite_wal._watched:
         assert time.monotonic() < deadline, "a collected engine's database is still watched"
         time.sleep(0.05)
+
+
+def test_databases_disposed_of_while_the_thread_checkpoints_them(tmp_path, monkeypatch):
+    """Only the thread closes its connections: one closed by another thread in the middle of a checkpoint
+    brought the process down (Python's sqlite3 module does not survive it)."""
+    monkeypatch.setattr(sqlite_wal, "INTERVAL", 0.001)
+    for i in range(100):
+        db = Database(f"sqlite:///{tmp_path / f'churn{i % 5}.sqlite3'}")
+        _commit_schema(db)
+        db.dispose()
+    db = Database(f"sqlite:///{tmp_path / 'after.sqlite3'}")
+    _commit_schema(db)
+    assert sqlite_wal.checkpoint(str(tmp_path / "after.sqlite3"))[0] == 0
+    db.dispose()
+
+
+def _commit_schema(db: Database) -> None:
+    with db.engine.begin() as connection:
+        connection.execute(text("CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, value TEXT)"))
+        connection.execute(text("INSERT INTO rows (value) VALUES ('x')"))
 
 
 def test_one_thread_checkpoints_every_database(tmp_path):
