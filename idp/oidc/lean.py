@@ -132,11 +132,23 @@ def _read_form(request) -> None:
 
 def _send(response, environ, start_response):
     """The response as one body in a list: a WSGI server can write a list at once (granian does), where
-    Werkzeug's own iterator makes it step through a generator for a body that is already one string."""
+    Werkzeug's own iterator makes it step through a generator for a body that is already one string.
+
+    Werkzeug's ``get_wsgi_headers`` copies the headers to fix up a Location or Content-Location and to set a
+    missing Content-Length. A body set as one string has its Content-Length already, and these endpoints
+    answer with JSON, not redirects: such a response's headers go out as they are, anything else through
+    Werkzeug."""
     if response.is_streamed or response.status_code < 200 or response.status_code in (204, 304):
         return response(environ, start_response)
-    headers = response.get_wsgi_headers(environ)
+    headers = response.headers.to_wsgi_list()
+    names = {name.lower() for name, _value in headers}
+    if "content-length" not in names or not names.isdisjoint(_FIXED_UP) or not response.is_sequence:
+        headers = response.get_wsgi_headers(environ).to_wsgi_list()
     body = response.get_data()
     response.close()
-    start_response(response.status, headers.to_wsgi_list())
+    start_response(response.status, headers)
     return [body]
+
+
+#: Headers Werkzeug's get_wsgi_headers rewrites.
+_FIXED_UP = frozenset(("location", "content-location"))

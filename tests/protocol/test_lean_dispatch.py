@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from flask import Response
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.oidc import machine_client
@@ -68,6 +69,28 @@ def test_a_browser_session_cookie_is_neither_read_nor_renewed(app, client, machi
     assert response.status_code == 200
     assert "session" not in read
     assert "Set-Cookie" not in response.headers
+
+
+def test_headers_go_out_as_werkzeug_sends_them(app, client, machine, monkeypatch):
+    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine)
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    assert [name.lower() for name, _value in response.headers].count("content-length") == 1
+    # No lean endpoint answers with a Location today; one that did would still be made a URI by Werkzeug, and a
+    # body without a length would get one.
+    monkeypatch.setitem(app.view_functions, "oidc.token", lambda: Response("moved", 302, {"Location": "/café"}))
+    moved = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine)
+    assert moved.headers["Location"] == "/caf%C3%A9"
+    assert moved.headers["Content-Length"] == "5"
+
+    def unsized():
+        answer = Response(status=200, content_type="application/json")
+        answer.response = [b"{}"]  # set as a list, as a view may: no Content-Length yet
+        return answer
+
+    monkeypatch.setitem(app.view_functions, "oidc.token", unsized)
+    listed = client.post("/token", data={"grant_type": "client_credentials"}, headers=machine)
+    assert listed.headers["Content-Length"] == "2"
+    assert listed.data == b"{}"
 
 
 def test_other_methods_fall_through_to_flask(client):
