@@ -72,4 +72,4 @@ def origin():
     if not has_request_context():
         return Origin()
     request = current_request()
-    return Origin(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+    return Origin(ip=request.remote_addr, user_agent=request.environ.get("HTTP_USER_AGENT"))

@@ -173,7 +173,9 @@ def count_request(endpoint: str, method: str, status: int, elapsed: float, **ext
 
 def start_request() -> None:
     """The request's id (the caller's X-Request-ID when sane) and start time, on ``g``."""
-    incoming = current_request().headers.get("X-Request-ID", "")
+    # From the environ (where Werkzeug's headers read it): a header that is not there costs Werkzeug a raised
+    # and caught KeyError, and most callers send none.
+    incoming = current_request().environ.get("HTTP_X_REQUEST_ID", "")
     globals_ = current_g()
     globals_.request_id = incoming if valid_request_id(incoming) else secrets.token_hex(8)
     globals_.started = time.perf_counter()

@@ -76,8 +76,9 @@ def sent_proofs() -> list[str]:
     """The request's DPoP header values. A WSGI environ holds one value per header name (a server joins
     repeated headers with commas, which no proof survives), so this is a look-up: werkzeug's ``getlist``
     would walk every key of the environ, the process environment included under granian, on every token
-    request."""
-    value = current_request().headers.get("DPoP")
+    request. Read from the environ, request.headers' own source: a missing header costs Werkzeug a raised
+    and caught KeyError."""
+    value = current_request().environ.get("HTTP_DPOP")
     return [] if value is None else [value]
 
 
