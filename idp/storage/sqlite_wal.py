@@ -5,7 +5,7 @@ it copies what no reader still needs and never waits. Under a steady stream of c
 one of them is nearly always inside a transaction, so that checkpoint seldom catches up with the log, the log
 is not restarted, and every later commit runs another checkpoint attempt (reads, writes, two fsyncs) while the
 file keeps growing: 20 MB in a 20-second benchmark, where the log of a quarter of a second is a few MB, and
-about a tenth of a token request's CPU went to those attempts (bench/README.md).
+7–10 % of a token request's CPU went to those attempts (bench/README.md).
 
 Here one thread per process runs a RESTART checkpoint on each SQLite database the process uses, every
 ``INTERVAL`` seconds: it waits (at most ``BUSY_SECONDS``) for the commit and the readers of the moment, copies
@@ -97,20 +97,27 @@ def _open(path: str) -> sqlite3.Connection | None:
 def _run() -> None:
     while True:
         time.sleep(INTERVAL)
-        with _lock:
-            for path, reference in list(_watched.items()):
-                if reference() is None:  # the engine is gone
-                    del _watched[path]
-            paths = list(_watched)
-        for path in [path for path in _connections if path not in paths]:
+        try:
+            _round()
+        except Exception:  # noqa: BLE001 - a defect here must not end the thread: the log would grow again
+            log.exception("WAL checkpoint round failed")
+
+
+def _round() -> None:
+    with _lock:
+        for path, reference in list(_watched.items()):
+            if reference() is None:  # the engine is gone
+                del _watched[path]
+        paths = list(_watched)
+    for path in [path for path in _connections if path not in paths]:
+        _close(_connections.pop(path))
+    for path in paths:
+        connection = _connections.get(path) or _open(path)
+        if connection is None:
+            continue
+        _connections[path] = connection
+        if _checkpoint(path, connection) is None:
             _close(_connections.pop(path))
-        for path in paths:
-            connection = _connections.get(path) or _open(path)
-            if connection is None:
-                continue
-            _connections[path] = connection
-            if _checkpoint(path, connection) is None:
-                _close(_connections.pop(path))
 
 
 def _close(connection) -> None:

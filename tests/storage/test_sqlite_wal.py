@@ -135,3 +135,22 @@ def test_one_thread_checkpoints_every_database(tmp_path):
     assert [t.name for t in threading.enumerate()].count("sqlite-wal-checkpoint") == 1
     for db in databases:
         db.dispose()
+
+
+def test_a_failing_round_does_not_end_the_thread(database, monkeypatch, caplog):
+    rounds = []
+    real = sqlite_wal._round
+
+    def failing_once():
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise RuntimeError("simulated defect")
+        real()
+
+    monkeypatch.setattr(sqlite_wal, "_round", failing_once)
+    deadline = time.monotonic() + 5
+    while len(rounds) < 3:
+        assert time.monotonic() < deadline, "the thread stopped after a failing round"
+        time.sleep(0.02)
+    assert sqlite_wal._thread.is_alive()
+    assert "WAL checkpoint round failed" in caplog.text
