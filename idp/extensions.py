@@ -47,7 +47,7 @@ class Runtime:
 
 #: The app, the request and ``g`` of the current context, resolved without going through their proxies'
 #: attribute look-up: a proxied attribute first fails an ordinary look-up on the proxy, and formatting that
-#: AttributeError cost more than the access itself. Some 30 such accesses were about 5 % of a token
+#: AttributeError cost more than the access itself. Some 30 such accesses were about a tenth of a token
 #: request's instructions (bench/README.md). Each raises outside a context, as the proxies do.
 current_app_object = current_app._get_current_object
 current_request = flask_request._get_current_object
