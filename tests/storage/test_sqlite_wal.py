@@ -57,7 +57,12 @@ def test_commits_start_the_log_over_after_a_checkpoint(database, tmp_path):
 
 def test_a_checkpoint_copies_the_whole_log_when_nothing_holds_it(database, tmp_path):
     _commit(database, 20)
-    busy, frames, copied = sqlite_wal.checkpoint(str(tmp_path / "wal.sqlite3"))
+    # The process's own thread may be checkpointing at the same moment (one checkpoint at a time): try again.
+    for _ in range(100):
+        busy, frames, copied = sqlite_wal.checkpoint(str(tmp_path / "wal.sqlite3"))
+        if not busy:
+            break
+        time.sleep(0.01)
     assert busy == 0
     assert copied == frames
 
@@ -115,9 +120,11 @@ def test_databases_disposed_of_while_the_thread_checkpoints_them(tmp_path, monke
         db = Database(f"sqlite:///{tmp_path / f'churn{i % 5}.sqlite3'}")
         _commit_schema(db)
         db.dispose()
-    db = Database(f"sqlite:///{tmp_path / 'after.sqlite3'}")
-    _commit_schema(db)
-    assert sqlite_wal.checkpoint(str(tmp_path / "after.sqlite3"))[0] == 0
+    assert sqlite_wal._thread.is_alive()
+    # Every commit is there: each of the five databases took twenty.
+    db = Database(f"sqlite:///{tmp_path / 'churn0.sqlite3'}")
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM rows")).scalar_one() == 20
     db.dispose()
 
 
