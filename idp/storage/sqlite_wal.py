@@ -2,10 +2,10 @@
 
 SQLite checkpoints the WAL from the commit that takes it past ``wal_autocheckpoint`` pages, in PASSIVE mode:
 it copies what no reader still needs and never waits. Under a steady stream of commits from several threads
-one of them is nearly always inside a transaction, so that checkpoint seldom catches up with the log, the log
-is not restarted, and every later commit runs another checkpoint attempt (reads, writes, two fsyncs) while the
-file keeps growing: 20 MB in a 20-second benchmark, where the log of a quarter of a second is a few MB, and
-7–10 % of a token request's CPU went to those attempts (bench/README.md).
+one of them is nearly always inside a transaction, so that checkpoint seldom catches up with the log and the
+log is restarted only now and then: in between, every commit past the threshold runs another checkpoint
+attempt (reads, writes, two fsyncs). In a benchmark that was one or more fsyncs per token request, and
+7–10 % of its CPU (bench/README.md).
 
 Here one thread per process runs a RESTART checkpoint on each SQLite database the process uses, every
 ``INTERVAL`` seconds: it waits (at most ``BUSY_SECONDS``) for the commit and the readers of the moment, copies
@@ -24,7 +24,8 @@ import threading
 import time
 import weakref
 
-#: Seconds between checkpoints. Under load a quarter of a second's log is a few MB.
+#: Seconds between checkpoints. The log grows to what the commits of that long write (17 MB at 2,400 token
+#: responses a second), and is written over from its beginning after each checkpoint.
 INTERVAL = 0.25
 #: How long a checkpoint may wait for the writer and readers of the moment; commits wait for it meanwhile.
 BUSY_SECONDS = 0.1
