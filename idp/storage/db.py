@@ -87,13 +87,16 @@ def utcnow() -> dt.datetime:
 def make_engine(url: str, autocommit: bool = False) -> Engine:
     """The engine for ``url``; ``autocommit`` (PostgreSQL) for one whose connections stay in autocommit."""
     kwargs: dict = {"future": True}
+    #: A SQLite database file's absolute path (None for an in-memory one and for PostgreSQL).
+    on_disk = None
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
+            on_disk = os.path.abspath(database)
             # A fresh checkout has no instance/ folder yet.
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(on_disk).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        if database and database != ":memory:":
+        if on_disk:
             # Last in, first out: SQLite empties a connection's page cache when another connection has written
             # since its last transaction, so handing out the connection that wrote last keeps its cache warm
             # (a third more CPU per INSERT transaction when four connections took turns; bench/README.md).
@@ -112,8 +115,6 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
             kwargs["connect_args"] = {"prepare_threshold": None}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        database = make_url(url).database
-        on_disk = os.path.abspath(database) if database and database != ":memory:" else None
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
