@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                              "garbage collection, ~67 M instructions, then weighs about as it does in a server)")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--profile", action="store_true", help="cProfile 2000 requests; print the top functions")
+    parser.add_argument("--sort", default="cumulative", help="--profile: pstats sort key (cumulative, tottime, ...)")
+    parser.add_argument("--top", type=int, default=50, help="--profile: how many functions to print")
+    parser.add_argument("--callers", help="--profile: also print the callers of functions matching this regex")
     parser.add_argument("--instructions", action="store_true", help="instructions per request (valgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -267,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(2000):
             send()
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(50)
+        stats = pstats.Stats(profiler).sort_stats(args.sort)
+        stats.print_stats(args.top)
+        if args.callers:
+            stats.print_callers(args.callers)
         return 0
     normalised, raw = [], []
     for _ in range(args.rounds):

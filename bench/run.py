@@ -51,6 +51,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import flows  # noqa: E402  (bench/flows.py)
+import interpreter  # noqa: E402  (bench/interpreter.py)
 import pyspy_summary  # noqa: E402  (bench/pyspy_summary.py)
 
 from idp import __file__ as _idp_file  # noqa: E402
@@ -318,27 +319,31 @@ class Ours(Server):
     ready_path = "/readyz"
 
     def __init__(self, pinning: Pinning, variant: Variant, kind: str, workers: int, threads: int,
-                 access_log: bool = True):
+                 access_log: bool = True, bin_dir: Path | None = None, python_label: str = ""):
         self.variant, self.kind, self.workers, self.threads = variant, kind, workers, threads
         self.access_log = access_log
+        #: The bin/ folder of the virtualenv our server runs from (bench/interpreter.py).
+        self.bin = bin_dir or Path(sys.executable).parent
+        self.python_label = python_label
         super().__init__(pinning, f"{variant.name}-{kind}")
 
     @property
     def label(self) -> str:
+        on = f"; {self.python_label}" if self.python_label else ""
         if self.kind == "granian":
-            return f"Connect IdP (granian WSGI x{self.workers}, {self.threads} blocking threads)"
+            return f"Connect IdP (granian WSGI x{self.workers}, {self.threads} blocking threads{on})"
         if self.kind == "gthread":
-            return f"Connect IdP (gunicorn gthread x{self.workers}, {self.threads} threads)"
-        return f"Connect IdP (gunicorn sync x{self.workers})"
+            return f"Connect IdP (gunicorn gthread x{self.workers}, {self.threads} threads{on})"
+        return f"Connect IdP (gunicorn sync x{self.workers}{on})"
 
     def command(self):
         bind = f"127.0.0.1:{self.port}"
         if self.kind == "granian":
-            argv = [str(Path(sys.executable).with_name("granian")), "--interface", "wsgi", "--host", "127.0.0.1",
+            argv = [str(self.bin / "granian"), "--interface", "wsgi", "--host", "127.0.0.1",
                     "--port", str(self.port), "--workers", str(self.workers), "--blocking-threads", str(self.threads),
                     "--log-level", "warning", "--respawn-failed-workers", "--no-access-log", "idp.wsgi:app"]
         else:
-            argv = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(self.workers),
+            argv = [str(self.bin / "python"), "-m", "gunicorn", "--bind", bind, "--workers", str(self.workers),
                     "--worker-class", self.kind, "--log-level", "warning"]
             if self.access_log:
                 argv += ["--access-logfile", "-"]
@@ -578,8 +583,8 @@ print(json.dumps(out))
 """
 
 
-def argon2_table(pinning: Pinning, seconds: float) -> list[dict]:
-    argv = pinning.server([sys.executable, "-c", ARGON2_PROBE, json.dumps(ARGON2_SETS), str(seconds)])
+def argon2_table(pinning: Pinning, seconds: float, python: str) -> list[dict]:
+    argv = pinning.server([python, "-c", ARGON2_PROBE, json.dumps(ARGON2_SETS), str(seconds)])
     return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
 
 
@@ -728,7 +733,8 @@ def fmt_rss(rss: dict[int, int | None]) -> str:
 def run_variant(variant: Variant, args, pinning: Pinning, load_: Load, scenarios: list[Scenario]) -> dict:
     print(f"\n== {variant.label}: preparing a fresh database", flush=True)
     variant.prepare()
-    servers: list[Server] = [Ours(pinning, variant, args.server, args.workers, args.threads, args.access_log)]
+    servers: list[Server] = [Ours(pinning, variant, args.server, args.workers, args.threads, args.access_log,
+                                  args.server_bin, args.server_python)]
     if args.node:
         servers.append(Node(pinning, variant))
     record = {"variant": variant.name, "label": variant.label, "load_before": load(), "servers": {},
@@ -782,7 +788,7 @@ def run_variant(variant: Variant, args, pinning: Pinning, load_: Load, scenarios
 def report(records: list[dict], args, scenarios: list[Scenario], argon2: list[dict] | None) -> tuple[list[str], bool]:
     out, ok = [], True
     out.append(f"machine: {os.cpu_count()} CPUs, server core {pinning_label(args)}; "
-               f"Python {sys.version.split()[0]}; wrk {'yes' if shutil.which('wrk') else 'no (fallback driver)'}")
+               f"bench runner on Python {sys.version.split()[0]}, our server on {args.server_python}; wrk {'yes' if shutil.which('wrk') else 'no (fallback driver)'}")
     for record in records:
         summary = {name: {s: summarize(rs) for s, rs in by.items()} for name, by in record["results"].items()}
         out.append("")
@@ -861,6 +867,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="our WSGI server: granian (the Dockerfile's) or gunicorn sync or gthread workers")
     parser.add_argument("--workers", type=int, default=1, help="our worker processes on the server core (default 1)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker for gthread/granian (default 4)")
+    parser.add_argument("--python", help="the interpreter our server runs on, in a virtualenv of its own made under "
+                                         ".venv-bench/ (default: this one); e.g. /usr/bin/python3.11, built with "
+                                         "PGO and LTO like the Docker image's (bench/interpreter.py)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="gunicorn without --access-logfile - (the app logs every request itself)")
     parser.add_argument("--no-node", dest="node", action="store_false", help="only our IdP")
@@ -897,6 +906,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("needs two cores and taskset: the server and the load generator each get one")
         args.server_core = args.client_core = None
     pinning = Pinning(args.server_core, args.client_core)
+    args.server_bin = interpreter.server_bin(args.python, ROOT)
+    args.server_python = interpreter.describe(str(args.server_bin / "python"))
     if args.node:
         ensure_node_modules()
     load_ = Load(args, pinning)
@@ -908,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for name in (["sqlite", "pg"] if args.db == "both" else [args.db]):
         records.append(run_variant(Variant(name, args), args, pinning, load_, scenarios))
-    argon2 = argon2_table(pinning, 2.0) if args.argon2 else None
+    argon2 = argon2_table(pinning, 2.0, str(args.server_bin / "python")) if args.argon2 else None
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines, ok = report(records, args, scenarios, argon2)
     print("\n" + "\n".join([f"uptime before: {uptime_before}", f"uptime after:  {uptime_after}",
