@@ -788,7 +788,8 @@ def run_variant(variant: Variant, args, pinning: Pinning, load_: Load, scenarios
 def report(records: list[dict], args, scenarios: list[Scenario], argon2: list[dict] | None) -> tuple[list[str], bool]:
     out, ok = [], True
     out.append(f"machine: {os.cpu_count()} CPUs, server core {pinning_label(args)}; "
-               f"bench runner on Python {sys.version.split()[0]}, our server on {args.server_python}; wrk {'yes' if shutil.which('wrk') else 'no (fallback driver)'}")
+               f"bench runner on Python {sys.version.split()[0]}, our server on {args.server_python}; "
+               f"wrk {'yes' if shutil.which('wrk') else 'no (fallback driver)'}")
     for record in records:
         summary = {name: {s: summarize(rs) for s, rs in by.items()} for name, by in record["results"].items()}
         out.append("")
