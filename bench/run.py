@@ -1,12 +1,14 @@
 """Benchmark: Connect IdP against node-oidc-provider, per server core (issue 9).
 
     python bench/run.py                    # SQLite and PostgreSQL+Redis, 3 rounds x 10 s per scenario, with node
+    python bench/run.py --rounds 3 --duration 5 --python /usr/bin/python3.11   # bench/README.md's run
     python bench/run.py --db pg --rounds 5 --duration 10 --server sync --workers 2   # gunicorn instead of granian
     python bench/run.py --smoke            # a few seconds, SQLite, no node: CI keeps the bench working
 
 Each server under test runs pinned to one core (``taskset -c 1``), the load generator to the other (``-c 0``), so
 every figure is per server core. Our IdP runs under granian as the Dockerfile runs it (one worker per core, four
-threads to overlap database round trips), or under gunicorn (sync or gthread workers) for comparison; the reference is
+threads to overlap database round trips; ``--python`` for an interpreter built like the image's, see
+bench/interpreter.py), or under gunicorn (sync or gthread workers) for comparison; the reference is
 bench/node/server.js (node-oidc-provider configured like ours). Scenarios:
 
   discovery, jwks          GET, wrk (bench/wrk/get.lua)
