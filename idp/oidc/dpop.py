@@ -150,10 +150,8 @@ def proved_key() -> str | None:
 
 
 def check_token_request() -> None:
-    """At the token endpoint: validate a DPoP header if sent; sets g.dpop_jkt."""
-    globals_ = current_g()
-    globals_.dpop_jkt = None
-    globals_.dpop_jkt = proved_key()
+    """At the token endpoint: validate a DPoP header if sent; sets g.dpop_jkt (``current_jkt``)."""
+    current_g().dpop_jkt = proved_key()
 
 
 def current_jkt() -> str | None:
