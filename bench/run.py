@@ -594,8 +594,11 @@ def argon2_table(pinning: Pinning, seconds: float, python: str) -> list[dict]:
 
 def run_agreements(args) -> list[dict]:
     """bench/agreements.py against its own database; returns its table rows (p50/p95/p99 ms)."""
-    argv = [sys.executable, str(BENCH / "agreements.py"), "--database-url", args.agreements_url, "--no-explain"]
-    print(f"  running {' '.join(argv[1:])} (its own gunicorn x2, not pinned; sequential requests)", flush=True)
+    # On the server's interpreter (--python), as the other scenarios: agreements.py starts its gunicorn with it.
+    argv = [str(args.server_bin / "python"), str(BENCH / "agreements.py"), "--database-url", args.agreements_url,
+            "--no-explain"]
+    print(f"  running {' '.join(argv[1:])} on {args.server_python} (its own gunicorn x2, not pinned; sequential "
+          "requests)", flush=True)
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=1800)
     rows = []
     names = ("api first page", "api page 5 (cursor)", "api search name", "api search number",
