@@ -134,11 +134,35 @@ def make_engine(url: str, autocommit: bool = False) -> Engine:
 
     else:
         _ping_when_idle(engine)
+        _end_statements_of_lost_clients(engine)
     return engine
 
 
 #: A pooled connection unused for longer than this is tested before a request gets it.
 IDLE_PING_SECONDS = 1.0
+#: How often PostgreSQL checks, while one of our statements runs, that we are still connected (ms).
+CLIENT_CHECK_MS = 100
+
+
+def _end_statements_of_lost_clients(engine: Engine) -> None:
+    """PostgreSQL (14 and later) ends a statement whose client has gone, within ``CLIENT_CHECK_MS``.
+
+    A token response's rows are written by one statement in autocommit (idp/oidc/tokens.py persist_alone); for
+    a refresh that statement also claims the old refresh token. Without this, such a statement held up by a
+    lock that outlives our worker (killed meanwhile) would run on when the lock goes and commit by itself: the
+    old refresh token marked used, its successor never delivered, and the client's retry taken for a reuse that
+    revokes the family. With it the server notices the closed socket while the statement waits and rolls it
+    back, as it would a transaction whose COMMIT never came. The check polls the socket at that interval only
+    while a statement runs."""
+
+    @event.listens_for(engine, "connect")
+    def _check_client(dbapi_connection, _record):
+        if getattr(getattr(dbapi_connection, "info", None), "server_version", 0) < 140000:
+            return  # no such setting before PostgreSQL 14: such a statement runs to its end there
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+        cursor.close()
+        dbapi_connection.commit()  # a session setting, kept (outside autocommit the SET opened a transaction)
 
 
 def _ping_when_idle(engine: Engine) -> None:

@@ -293,6 +293,7 @@ class HeldWrites:
     def backend_gone(self, pid: int) -> bool:
         from sqlalchemy import text
 
+        self.connection.execute(text("SELECT pg_stat_clear_snapshot()"))  # as in blocked_backend
         return self.connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
                                        {"pid": pid}).scalar() == 0
 
@@ -327,17 +328,13 @@ def kill_inside_transaction(server, database_url, call) -> dict:
         server.kill_workers(server.worker_pids())
         thread.join(30)
         seen["response"] = result.get("response")
-        held.release()
         if held.postgres:
-            # The orphaned backend finishes its statement, finds its client gone, aborts.
-            from sqlalchemy import create_engine, text
-
-            engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
-            with engine.connect() as connection:
-                wait_for(lambda: connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"),
-                                                    {"p": seen["backend"]["pid"]}).scalar() == 0, 20,
-                         message="the killed worker's backend ended")
-            engine.dispose()
+            # The orphaned backend notices its client is gone while it still waits for our lock
+            # (client_connection_check_interval, idp/storage/db.py) and ends, rolling back: a token response
+            # is one statement in autocommit, which would commit by itself if it ran on after the lock.
+            wait_for(lambda: held.backend_gone(seen["backend"]["pid"]), 20,
+                     message="the killed worker's backend ended while still blocked")
+        held.release()
     # granian's workers each listen on the port: until a replacement has loaded the app, a connection is refused
     # (gunicorn's master keeps listening and queues it).
     server.wait_workers()

@@ -45,6 +45,20 @@ def test_a_connection_killed_while_idle_is_replaced_transparently(pg_url):
         admin.dispose()
 
 
+def test_postgresql_ends_a_statement_whose_client_is_gone(pg_url):
+    """Both engines ask the server to check, while a statement runs, that the client is still there: a token
+    response's single statement in autocommit must not commit after its worker died (tests/faults/
+    test_worker_kill.py shows it end to end)."""
+    for engine in (db_module.make_engine(pg_url), db_module.make_engine(pg_url, autocommit=True)):
+        try:
+            for _ in range(2):  # a new connection, then the pooled one after the pool's reset
+                with engine.connect() as connection:
+                    assert connection.execute(text("SHOW client_connection_check_interval")).scalar_one() \
+                        == f"{db_module.CLIENT_CHECK_MS}ms"
+        finally:
+            engine.dispose()
+
+
 def test_the_connection_that_wrote_last_is_handed_out_next(tmp_path):
     """SQLite drops a connection's page cache when another connection wrote since its last transaction; with
     the pool handing out the most recently returned connection, the writer keeps its cache (LIFO)."""
