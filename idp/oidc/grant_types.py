@@ -245,13 +245,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
 
     def save_token(self, token):
-        # The family, its tokens and the audit event in one Core transaction (the ORM session's unit of work
-        # has nothing to do here); on SQLite it is the connection that read the person's claims.
-        database = runtime().db
+        # The family, its tokens and the audit event, written together (the ORM session's unit of work has
+        # nothing to do here; on PostgreSQL one statement in autocommit, see persist_alone).
         family_id = self.request.user.family_id
-        tokens.persist(database.transaction(), token, self.request.client, self.request.user, new_family=True,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
-        database.finish_transaction(commit=True)
+        tokens.persist_alone(runtime().db, token, self.request.client, self.request.user, new_family=True,
+                             refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE)
         if runtime().store.get(REPLAYED, family_id) is not None:
             # A replay arrived while we were issuing: the response still goes
             # out (the code was good), but what it carries is revoked at once.
@@ -304,18 +302,18 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                           getattr(self.request, "agreement", None), self.request.client)
 
     def save_token(self, token):
-        # The new tokens and the rotation claim (revoke_old_credential) commit together, in the request's Core
-        # transaction; if anything fails before that commit, the request's end rolls the new tokens back and
-        # the old refresh token stays usable.
-        tokens.persist(runtime().db.transaction(), token, self.request.client, self.request.user, new_family=False,
-                       refresh_token_ttl=runtime().settings.refresh_token_ttl, grant_type=self.GRANT_TYPE,
-                       family_expires_at=self.request.refresh_token.family.expires_at)
-
-    def revoke_old_credential(self, refresh_token):
-        database = runtime().db
-        if not tokens.claim_rotation(database.transaction(), refresh_token):
+        # The rotation claim and the new tokens are written together (one statement on PostgreSQL, one
+        # transaction on SQLite): if anything fails, neither is kept and the old refresh token stays usable.
+        # Authlib calls revoke_old_credential after this; the claim is made here so that it is never apart
+        # from the tokens it pays for.
+        refresh_token = self.request.refresh_token
+        if not tokens.persist_alone(runtime().db, token, self.request.client, self.request.user,
+                                    refresh_token_ttl=runtime().settings.refresh_token_ttl,
+                                    grant_type=self.GRANT_TYPE, family_expires_at=refresh_token.family.expires_at,
+                                    claim=refresh_token):
             # Another request rotated it between our read and now: same as reuse.
-            database.finish_transaction(commit=False)
             tokens.revoke_family(db_session(), refresh_token.family_id, "refresh_token_reuse")
             raise InvalidGrantError("The refresh token was already used.")
-        database.finish_transaction(commit=True)
+
+    def revoke_old_credential(self, refresh_token):
+        """Nothing left to do: save_token claimed the rotation with the new tokens."""

@@ -20,7 +20,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, cast, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -244,29 +244,65 @@ def _one_statement(parts: tuple[str, ...], columns: tuple[tuple[str, ...], ...])
     return DirectStatement(last.add_cte(*(statement.cte(f"new_{part}") for statement, part in zip(ctes, parts))))
 
 
+@functools.cache
+def _rotating_statement(parts: tuple[str, ...], columns: tuple[tuple[str, ...], ...]) -> DirectStatement:
+    """PostgreSQL: the refresh grant's rotation claim and the rows of its response in one statement.
+
+    The claim is ``claim_rotation``'s conditional UPDATE, as a data-modifying CTE; each row is inserted only if
+    the claim took (``INSERT ... SELECT ... WHERE EXISTS``), and the statement answers how many it claimed (0
+    or 1). One statement is atomic by itself, so it runs in autocommit: one round trip where BEGIN, the
+    INSERTs, the UPDATE and COMMIT took four (bench/README.md). Two refreshes racing with the same token: the
+    second waits for the first's row lock, sees ``rotated_at`` set and claims nothing, so it inserts nothing,
+    as the UPDATE in a transaction did. The values are cast to their columns' types: in a SELECT list a
+    parameter has no column to take its type from."""
+    refresh = RefreshToken.__table__
+    claimed = (update(refresh)
+               .where(refresh.c.token_hash == bindparam("claimed_hash"), refresh.c.rotated_at.is_(None))
+               .values(rotated_at=bindparam("claimed_at", type_=refresh.c.rotated_at.type))
+               .returning(refresh.c.token_hash)
+               .cte("claimed"))
+    inserts = []
+    for part, names in zip(parts, columns):
+        table, prefix = _PARTS[part]
+        values = select(*(cast(bindparam(f"{prefix}_{name}", type_=table.c[name].type), table.c[name].type)
+                          for name in names)).where(exists(claimed.select()))
+        inserts.append(insert(table).from_select(list(names), values).cte(f"new_{part}"))
+    return DirectStatement(select(func.count().label("claimed")).select_from(claimed).add_cte(*inserts))
+
+
 #: SQLite: one INSERT per row (no data-modifying CTEs there), in the grant's transaction.
 _INSERTS = {part: DirectStatement(insert(table).inline()) for part, (table, _prefix) in _PARTS.items()}
 
 
-def _write(connection: Connection, rows: dict[str, dict]) -> None:
+def _write(connection: Connection, rows: dict[str, dict], claim: RefreshCredential | None = None) -> bool:
+    """The rows, after claiming ``claim`` (the refresh token being rotated) if given; False, with nothing
+    written, when the claim fails (another request rotated that token first)."""
     if connection.dialect.name == "postgresql":
         parts = tuple(rows)
         columns = tuple(tuple(rows[part]) for part in parts)
         params = {f"{_PARTS[part][1]}_{name}": value for part in parts for name, value in rows[part].items()}
+        if claim is not None:
+            params.update(claimed_hash=claim.token_hash, claimed_at=utcnow())
+            return _rotating_statement(parts, columns).first(connection, params)["claimed"] == 1
         _one_statement(parts, columns).execute(connection, params)
-        return
+        return True
+    if claim is not None and not claim_rotation(connection, claim):
+        return False
     for part, values in rows.items():
         _INSERTS[part].execute(connection, values)
+    return True
 
 
 def persist(connection: Connection, token: dict, client, principal: Principal | None, *, new_family: bool,
             refresh_token_ttl: int, parent_id: str | None = None, grant_type: str | None = None,
-            family_expires_at: dt.datetime | None = None) -> None:
+            family_expires_at: dt.datetime | None = None, claim: RefreshCredential | None = None) -> bool:
     """Record the tokens of one token response and its audit event in the caller's transaction (no commit).
 
     ``connection`` is the grant's: ``session.connection()`` where the grant did more in its transaction
     (redeeming a code, rotating a refresh token), or a Core transaction of its own. A refresh token ends when
-    its family does: a new family's end is computed here, an existing one's is ``family_expires_at``."""
+    its family does: a new family's end is computed here, an existing one's is ``family_expires_at``.
+    ``claim``: the refresh token this response rotates, claimed with the rows (``_write``); False, and
+    nothing recorded, when another request claimed it first."""
     # Core INSERTs: the same rows as session.add() would write, without the unit of work's bookkeeping for
     # objects nobody reads back in this request (the token endpoint's hottest cost).
     now = utcnow()
@@ -298,17 +334,21 @@ def persist(connection: Connection, token: dict, client, principal: Principal | 
                               subject=principal.identity.id if principal else None,
                               client_id=client.get_client_id(), reason=grant_type, origin=origin(),
                               with_refresh=bool(token.get("refresh_token")))
-    _write(connection, rows)
+    if not _write(connection, rows, claim):
+        return False
     observability.count_token(grant_type)
+    return True
 
 
-def persist_alone(database: Database, token: dict, client, **kwargs) -> None:
-    """``persist`` for a grant that does nothing else in its transaction (client_credentials: no person, no
-    refresh token). On PostgreSQL that is one statement, atomic by itself: sent in autocommit it is one
-    round trip instead of BEGIN, INSERT and COMMIT. SQLite writes its rows in one short transaction."""
+def persist_alone(database: Database, token: dict, client, principal: Principal | None = None, *,
+                  new_family: bool = False, **kwargs) -> bool:
+    """``persist`` for a grant that writes nothing else in its transaction: client_credentials, the code
+    exchange (the code itself is spent in the store), the refresh grant (its rotation claim goes with the
+    rows). On PostgreSQL that is one statement, atomic by itself: sent in autocommit it is one round trip
+    instead of BEGIN, the statement and COMMIT. SQLite writes its rows in one short transaction."""
     # On the connection the request already holds (a token request ends in Database.remove): no pool check-out.
     with database.own_transaction(held=True) as connection:
-        persist(connection, token, client, None, new_family=False, **kwargs)
+        return persist(connection, token, client, principal, new_family=new_family, **kwargs)
 
 
 def revoke_family(session: Session, family_id: str, reason: str) -> bool:

@@ -221,9 +221,8 @@ def _long_lived(thread: threading.Thread) -> bool:
 
 
 class _Held(threading.local):
-    """What a thread holds: its reading connection and the transaction of ``Database.transaction``."""
+    """What a thread holds: its reading connection."""
 
-    connection: Connection | None = None
     reader: Connection | None = None
     #: Since when the reader has waited for the next request (None while a request uses it).
     idle_since: float | None = None
@@ -246,8 +245,7 @@ class Database:
         self._local = _Held()
 
     def read(self, statement, params: dict) -> dict | None:
-        """The first row of one read-only ``DirectStatement`` (idp/storage/direct.py), in autocommit (or in this
-        thread's ``transaction`` if one is open).
+        """The first row of one read-only ``DirectStatement`` (idp/storage/direct.py), in autocommit.
 
         On PostgreSQL a statement in the request's session costs BEGIN, the statement and a ROLLBACK at
         the end of the request: three round trips where one does. For single-statement reads on hot paths
@@ -255,9 +253,9 @@ class Database:
         transaction for a SELECT in the first place.
 
         The connection is held for the rest of the request, and by a long-lived thread for its next requests
-        too (see ``remove``): a refresh reads two or three rows, and a pool check-out and check-in cost more
-        than a read."""
-        return statement.first(self._local.connection or self._reader(), params)
+        too (see ``remove``): an SSO hop reads three rows, and a pool check-out and check-in cost more than a
+        read."""
+        return statement.first(self._reader(), params)
 
     def _reader(self) -> Connection:
         """This thread's reading connection, taken from the pool if it has none. One kept from an earlier request
@@ -283,13 +281,6 @@ class Database:
         local.reader, local.generation = reader, _fork_generation
         return reader
 
-    def _held_reader(self) -> Connection | None:
-        """This thread's reading connection, or None while a transaction of ``transaction`` is open: a short
-        transaction of its own must not commit the request's."""
-        if self._local.connection is not None:
-            return None
-        return self._reader()
-
     @contextlib.contextmanager
     def own_transaction(self, held: bool) -> Iterator[Connection]:
         """A short transaction of its own, committed when the block ends (rolled back if it raises): the SQL
@@ -299,7 +290,7 @@ class Database:
         on the connection this thread holds for reads: a pool check-out and check-in cost more than a store's
         one statement, and a sign-in page makes three or four of them. On PostgreSQL that connection is in
         autocommit, so each statement commits by itself: callers write one statement per block."""
-        reader = self._held_reader() if held else None
+        reader = self._reader() if held else None
         if reader is None:
             with self.engine.begin() as connection:
                 yield connection
@@ -309,78 +300,33 @@ class Database:
 
     @contextlib.contextmanager
     def own_reads(self, held: bool) -> Iterator[Connection]:
-        """A connection for reads outside any transaction of ``transaction``; ``held`` as for ``own_transaction``."""
-        reader = self._held_reader() if held else None
+        """A connection for reads in autocommit; ``held`` as for ``own_transaction``."""
+        reader = self._reader() if held else None
         if reader is None:
             with self.autocommit_engine.connect() as connection:
                 yield connection
         else:
             yield reader
 
-    def transaction(self) -> Connection:
-        """A Core connection in a transaction, held for this thread (this request) until
-        ``finish_transaction`` or ``remove``, which rolls back what was not committed.
-
-        For a grant whose writes span several steps and need no ORM objects (the refresh grant: the new tokens,
-        then the rotation claim, committed together): the ORM session's transaction bookkeeping cost more than
-        those statements."""
-        local = self._local
-        connection = local.connection
-        if connection is None:
-            if self.autocommit_engine is self.engine:
-                # SQLite: the reading connection (no transaction open on it) takes the transaction, and reads again
-                # when it is over: one connection per thread. PostgreSQL's reader is in autocommit.
-                connection = self._reader()
-                local.reader = None
-            else:
-                connection = self.engine.connect()
-            connection.begin()
-            local.connection = connection
-        return connection
-
-    def finish_transaction(self, commit: bool) -> None:
-        local = self._local
-        connection = local.connection
-        if connection is None:
-            return
-        local.connection = None
-        finished = False
-        try:
-            if commit:
-                connection.commit()
-            else:
-                connection.rollback()
-            finished = True
-        finally:
-            # SQLite: the connection the transaction took over from the reader reads again (one per thread).
-            reusable = finished and not connection.invalidated and local.reader is None
-            if reusable and self.autocommit_engine is self.engine:
-                local.reader, local.generation = connection, _fork_generation
-            else:
-                connection.close()
-
     def remove(self) -> None:
         """The end of a request (or of any app context): rolls back and returns what it held. A long-lived thread
         (``_long_lived``) keeps its reading connection for its next request when nothing is open on it: the pool's
         check-out and check-in were 6 % of a client_credentials request."""
         local = self._local
+        reader = local.reader
         try:
-            self.finish_transaction(commit=False)
+            if reader is not None:
+                if local.keeps is None:
+                    local.keeps = _long_lived(threading.current_thread())
+                if (local.keeps and not reader.invalidated and not reader.in_transaction()
+                        and not getattr(reader.connection.dbapi_connection, "in_transaction", False)):
+                    if local.idle_since is None:
+                        local.idle_since = time.monotonic()
+                else:
+                    local.reader = local.idle_since = None
+                    reader.close()
         finally:
-            reader = local.reader
-            try:
-                if reader is not None:
-                    if local.keeps is None:
-                        local.keeps = _long_lived(threading.current_thread())
-                    if (local.keeps and not reader.invalidated and not reader.in_transaction()
-                            and not getattr(reader.connection.dbapi_connection, "in_transaction", False)):
-                        if local.idle_since is None:
-                            local.idle_since = time.monotonic()
-                    else:
-                        local.reader = local.idle_since = None
-                        reader.close()
-            finally:
-                self.session.remove()
+            self.session.remove()
 
     def dispose(self) -> None:
         reader, self._local.reader = self._local.reader, None

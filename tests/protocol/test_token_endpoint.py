@@ -331,9 +331,10 @@ def test_code_expires(client, signed_in, monkeypatch):
 
 
 def test_a_refresh_that_fails_after_writing_leaves_the_old_token_usable(client, signed_in, db, monkeypatch):
-    """The refresh grant writes the new tokens, then claims the old one, and commits both together
-    (idp/storage/db.py Database.transaction); a failure in between rolls the new tokens back at the end of
-    the request, so the client's retry with the same refresh token is a normal rotation, not a reuse."""
+    """The refresh grant claims the old token and writes the new ones together (one statement on PostgreSQL,
+    one transaction on SQLite, the claim first: idp/oidc/tokens.py _write); a row the database refuses after
+    the claim undoes the claim too, so the client's retry with the same refresh token is a normal rotation,
+    not a reuse."""
     from sqlalchemy import func, select
 
     from idp.grants.models import AccessToken
@@ -349,10 +350,12 @@ def test_a_refresh_that_fails_after_writing_leaves_the_old_token_usable(client, 
 
     before = issued()
     with monkeypatch.context() as patch:
-        def broken(*_args, **_kwargs):
-            raise RuntimeError("the database went away mid-grant")
+        row = idp_tokens.audit.row
 
-        patch.setattr(idp_tokens, "claim_rotation", broken)
+        def refused(*args, **kwargs):
+            return {**row(*args, **kwargs), "event": None}  # audit_events.event is NOT NULL: the INSERT fails
+
+        patch.setattr(idp_tokens.audit, "row", refused)
         failed = rp.refresh(tokens["refresh_token"])
     assert failed.status_code == 500 and failed.get_json()["error"] == "server_error"
     assert issued() == before  # nothing of the failed response was kept

@@ -161,10 +161,10 @@ def _reads_share_one_connection(runtime):
         before = checkouts.checked_out()
         for _ in range(3):
             assert database.read(read, {"reason": "nothing"}) is None
-        connection = database.transaction()
+        with database.own_transaction(held=True) as connection:  # a token response's rows
+            INSERT_EVENT.execute(connection, event_row())
         assert database.read(read, {"reason": "nothing"}) is None
-        # SQLite: the reading connection takes the transaction; PostgreSQL's reader is in autocommit.
-        assert checkouts.count == (1 if connection.dialect.name == "sqlite" else 2)
+        assert checkouts.count == 1
         database.remove()
         assert checkouts.checked_out() == before
 
@@ -203,7 +203,7 @@ def test_a_held_reader_sees_what_others_commit_meanwhile(runtime):
 
 def test_the_sql_stores_operations_in_a_request_share_its_connection_and_never_commit_its_transaction(runtime):
     """A sign-in page reads the browser session and writes an interaction or a code: one pool check-out for all
-    of it. A store write while the request's own transaction is open commits only itself."""
+    of it. A store write while the request's unit of work (its ORM session) is open commits only itself."""
     in_a_thread_of_its_own(lambda: _store_shares_the_connection(runtime))
 
 
@@ -223,15 +223,15 @@ def _store_shares_the_connection(runtime):
         assert store.incr("counter", key, 60) == 1
         assert checkouts.count == 1
         row = event_row()
-        connection = database.transaction()
+        connection = database.session.connection()  # the request's unit of work, on a connection of its own
         if connection.dialect.name == "sqlite":
-            # One writer at a time: the store cannot write while the request's transaction is open, so the request
-            # has read only; the store takes a connection of its own all the same.
+            # One writer at a time: the store cannot write while the request's transaction holds the write lock, so
+            # here the request has read only; the store still reads on the connection it holds.
             assert store.get("code", key) is None
             assert checkouts.count == 2
         else:
-            INSERT_EVENT.execute(connection, row)  # the request's unit of work, not committed yet
-            store.put("code", key + "-2", {"n": 2}, 60)  # on a connection of its own, committed
+            INSERT_EVENT.execute(connection, row)  # not committed yet
+            store.put("code", key + "-2", {"n": 2}, 60)  # on the held connection, in autocommit: committed
             assert store.get("code", key + "-2") == {"n": 2}
         database.remove()  # the request ends without committing
         assert checkouts.checked_out() == before
@@ -261,16 +261,10 @@ def test_a_long_lived_thread_keeps_its_connection_for_its_next_requests(runtime)
             row = event_row()
             with database.own_transaction(held=True) as connection:
                 INSERT_EVENT.execute(connection, row)
-            connection = database.transaction()
-            INSERT_EVENT.execute(connection, event_row())
-            database.finish_transaction(commit=True)
             database.remove()
             assert database.read(read, {"reason": row["reason"]}) == {"reason": row["reason"]}
             database.remove()
-        if database.engine.dialect.name == "sqlite":
-            assert checkouts.count == 0
-        else:  # PostgreSQL's transactions run on a connection of their own (the reader is in autocommit)
-            assert checkouts.count == 3
+        assert checkouts.count == 0
         assert checkouts.checked_out() == before
 
 
