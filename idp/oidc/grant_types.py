@@ -63,8 +63,11 @@ class AuthorizationCode(AuthorizationCodeMixin):
         return self.data.get("code_challenge_method")
 
 
-def _principal(identity_id: str, data: dict, agreement: Selected | None = None, client=None) -> Principal | None:
-    identity = tokens.token_identity(runtime().db, identity_id)
+def _principal(identity_id: str, data: dict, agreement: Selected | None = None, client=None,
+               identity: tokens.TokenIdentity | None = None) -> Principal | None:
+    """The person a token is issued to; ``identity`` when the caller read it already (with the refresh token)."""
+    if identity is None:
+        identity = tokens.token_identity(runtime().db, identity_id)
     if identity is None or identity.disabled:
         return None
     return Principal(identity=identity, family_id=data["family_id"], auth_time=data.get("auth_time"),
@@ -299,7 +302,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def authenticate_user(self, refresh_token):
         return _principal(refresh_token.family.identity_id, family_context(refresh_token.family),
-                          getattr(self.request, "agreement", None), self.request.client)
+                          getattr(self.request, "agreement", None), self.request.client, refresh_token.identity)
 
     def save_token(self, token):
         # The rotation claim and the new tokens are written together (one statement on PostgreSQL, one

@@ -402,10 +402,12 @@ class FamilyState:
 
 @dataclass(frozen=True)
 class RefreshCredential:
-    """A presented refresh token with its family, read by one statement (Authlib's TokenMixin for the grant).
+    """A presented refresh token with its family and its family's person, read by one statement (Authlib's
+    TokenMixin for the grant).
 
-    The refresh grant needs the token and every column of its family; loading them as ORM objects (identity
-    map, the session's transaction) cost several times the statement. Nothing is written through these
+    The refresh grant needs the token, every column of its family and the person's token columns; loading
+    them as ORM objects (identity map, the session's transaction) cost several times the statement, and a
+    read of its own for the person cost a round trip more on PostgreSQL. Nothing is written through these
     objects: rotation is the conditional UPDATE of ``claim_rotation``."""
 
     token_hash: str
@@ -414,6 +416,8 @@ class RefreshCredential:
     expires_at: dt.datetime
     rotated_at: dt.datetime | None
     family: FamilyState
+    #: None when the family has no person (or the person is gone).
+    identity: TokenIdentity | None = None
 
     def check_client(self, client):
         return self.family.client_id == client.get_client_id()
@@ -432,13 +436,16 @@ class RefreshCredential:
 
 
 _FAMILY_FIELDS = tuple(FamilyState.__dataclass_fields__)
+_IDENTITY_FIELDS = tuple(TokenIdentity.__dataclass_fields__)
 _REFRESH_CREDENTIAL = DirectStatement(
     select(RefreshToken.__table__.c.token_hash, RefreshToken.__table__.c.family_id,
            RefreshToken.__table__.c.created_at, RefreshToken.__table__.c.expires_at,
            RefreshToken.__table__.c.rotated_at,
-           *(TokenFamily.__table__.c[name].label(f"family__{name}") for name in _FAMILY_FIELDS))
-    .select_from(RefreshToken.__table__.join(TokenFamily.__table__,
-                                             TokenFamily.__table__.c.id == RefreshToken.__table__.c.family_id))
+           *(TokenFamily.__table__.c[name].label(f"family__{name}") for name in _FAMILY_FIELDS),
+           *(_IDENTITIES.c[name].label(f"identity__{name}") for name in _IDENTITY_FIELDS))
+    .select_from(RefreshToken.__table__
+                 .join(TokenFamily.__table__, TokenFamily.__table__.c.id == RefreshToken.__table__.c.family_id)
+                 .outerjoin(_IDENTITIES, _IDENTITIES.c.id == TokenFamily.__table__.c.identity_id))
     .where(RefreshToken.__table__.c.token_hash == bindparam("hash"))
 )
 
@@ -448,7 +455,8 @@ def find_refresh_token(database: Database, value: str) -> RefreshCredential | No
     if row is None:
         return None
     family = FamilyState(**{name: row.pop(f"family__{name}") for name in _FAMILY_FIELDS})
-    return RefreshCredential(family=family, **row)
+    identity = {name: row.pop(f"identity__{name}") for name in _IDENTITY_FIELDS}
+    return RefreshCredential(family=family, identity=TokenIdentity(**identity) if identity["id"] else None, **row)
 
 
 _CLAIM_ROTATION = DirectStatement(
