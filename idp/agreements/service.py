@@ -8,13 +8,15 @@ has them all loaded into Python.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Select, and_, func, not_, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session, contains_eager
 
-from ..storage.db import utcnow
+from ..storage.db import Database, utcnow
+from ..storage.direct import DirectStatement
 from .models import Agreement, Membership, Role
 
 CHOOSER_LIMIT = 50
@@ -49,19 +51,27 @@ def eligible(identity_id: str, client) -> Select:
     memberships that the agreement restricts to mobile apps."""
     # contains_eager: the join below also loads the agreement (no second join).
     return _eligibility(select(Membership).join(Membership.agreement).options(contains_eager(Membership.agreement)),
-                        identity_id, client)
+                        identity_id, *_client_terms(client))
 
 
 def _eligible_ids(identity_id: str, client) -> Select:
     """``eligible`` as membership ids only."""
-    return _eligibility(select(Membership.id).join(Membership.agreement), identity_id, client)
+    return _eligibility(select(Membership.id).join(Membership.agreement), identity_id, *_client_terms(client))
 
 
-def _eligibility(query: Select, identity_id: str, client) -> Select:
+def _client_terms(client) -> tuple[str | None, bool]:
+    """What of a client decides eligibility: its product (None: product-neutral) and whether it is a mobile app."""
+    if client is None:
+        return None, False
+    return client.product_id or None, bool(client.mobile_app)
+
+
+def _eligibility(query: Select, identity_id, product_id, mobile_app: bool) -> Select:
+    """``identity_id`` and ``product_id`` are values, or bind parameters of a statement compiled once."""
     query = query.where(Membership.identity_id == identity_id, Agreement.closed.is_(False))
-    if client is not None and client.product_id:
-        query = query.where(Agreement.product_id == client.product_id)
-    if client is None or not client.mobile_app:
+    if product_id is not None:
+        query = query.where(Agreement.product_id == product_id)
+    if not mobile_app:
         query = query.where(not_(and_(Membership.role == Role.time_registrant.value,
                                       Agreement.time_registrants_mobile_only.is_(True))))
     return query
@@ -92,10 +102,27 @@ def find_eligible(session: Session, identity_id: str, client, number: str | None
     return _selected(membership) if membership else None
 
 
-def current(session: Session, identity_id: str, agreement_pk: str, client) -> Selected | None:
-    """Re-check a selection (at refresh and exchange): None once the membership is gone."""
-    membership = session.execute(eligible(identity_id, client).where(Agreement.id == agreement_pk)).scalar_one_or_none()
-    return _selected(membership) if membership else None
+def current(database: Database, identity_id: str, agreement_pk: str, client) -> Selected | None:
+    """Re-check a selection (at every refresh of a token that carries it): None once the membership is gone.
+
+    One direct read in autocommit (``Database.read``): through the ORM session the same query cost BEGIN,
+    the query and a ROLLBACK on PostgreSQL, and loading two objects, on every refresh in an agreement."""
+    product_id, mobile_app = _client_terms(client)
+    params = {"identity_id": identity_id, "agreement_pk": agreement_pk}
+    if product_id is not None:
+        params["product_id"] = product_id
+    row = database.read(_current_statement(product_id is not None, mobile_app), params)
+    return Selected(**row) if row is not None else None
+
+
+@functools.cache
+def _current_statement(by_product: bool, mobile_app: bool) -> DirectStatement:
+    """``eligible`` for one agreement, with the columns of ``Selected``; one statement per kind of client."""
+    query = (select(Agreement.id.label("agreement_pk"), Agreement.number, Agreement.name,
+                    Agreement.product_id.label("product"), Membership.role, Agreement.require_second_factor)
+             .select_from(Membership).join(Membership.agreement).where(Agreement.id == bindparam("agreement_pk")))
+    return DirectStatement(_eligibility(query, bindparam("identity_id"),
+                                        bindparam("product_id") if by_product else None, mobile_app))
 
 
 def chooser_list(session: Session, identity_id: str, client, q: str | None = None,

@@ -294,8 +294,8 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if token.family.agreement_id is not None:
             # Membership is checked at every refresh: a removed member (or a
             # closed agreement) gets invalid_grant here, not at token expiry.
-            self.request.agreement = agreements.current(session, token.family.identity_id, token.family.agreement_id,
-                                                        self.request.client)
+            self.request.agreement = agreements.current(runtime().db, token.family.identity_id,
+                                                        token.family.agreement_id, self.request.client)
             if self.request.agreement is None:
                 return None
         return token
