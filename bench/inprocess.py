@@ -6,8 +6,9 @@
 
 Calls the WSGI app directly (the same app `bench/run.py` serves, on a fresh database prepared the same
 way) for the token endpoint's client_credentials grant, introspection of an access token, a refresh with
-rotation (each request carries the chain on), or the SSO hop (authorize with the browser session's cookie,
-then the code exchange). Refresh and SSO start from a real sign-in through the login pages, which is set-up
+rotation (each request carries the chain on), the same refresh of tokens that carry an agreement
+(``refresh_agreement``: what a product's RP refreshes; node-oidc-provider has no counterpart, so `bench/run.py`
+does not run it), or the SSO hop (authorize with the browser session's cookie, then the code exchange). Refresh and SSO start from a real sign-in through the login pages, which is set-up
 and not measured.
 
 Why: on a shared VM a CPU-time figure moves by ±30 % from one minute to the next (a fixed pure-Python
@@ -141,10 +142,34 @@ def redeem(call, code: str) -> dict:
     return json.loads(body)
 
 
+def in_an_agreement(app) -> None:
+    """The bench person a member of one agreement, as every person behind a product's login is: tokens carry it
+    (scope ``agreement``) and each refresh re-checks the membership."""
+    from sqlalchemy import select
+
+    from idp.agreements.models import Agreement, Membership, Product
+    from idp.extensions import db_session
+    from idp.identities.models import Identity
+
+    with app.app_context():
+        session = db_session()
+        session.add(Product(id="bench", name="Bench"))
+        agreement = Agreement(number="9000001", name="Bench ApS", product_id="bench")
+        session.add(agreement)
+        session.flush()
+        person = session.execute(select(Identity).where(Identity.email == bench_run.EMAIL)).scalar_one()
+        session.add(Membership(identity_id=person.id, agreement_id=agreement.id, role="user"))
+        session.commit()
+
+
 def request_for(scenario: str, call, app):
     auth = ("Authorization", bench_run.basic(bench_run.CC_CLIENT))
-    if scenario == "refresh":
-        _cookie, code = signed_in(app, "openid offline_access")
+    if scenario in ("refresh", "refresh_agreement"):
+        scope = "openid offline_access"
+        if scenario == "refresh_agreement":
+            in_an_agreement(app)
+            scope += " agreement"
+        _cookie, code = signed_in(app, scope)
         chain = [redeem(call, code)["refresh_token"]]
         rp_auth = ("Authorization", bench_run.basic(bench_run.RP_CLIENT))
 
@@ -232,7 +257,8 @@ def instructions(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "pg"), default="sqlite")
-    parser.add_argument("--scenario", choices=("client_credentials", "introspection", "refresh", "sso"),
+    parser.add_argument("--scenario", choices=("client_credentials", "introspection", "refresh", "refresh_agreement",
+                                               "sso"),
                         default="client_credentials")
     parser.add_argument("--requests", type=int, default=None,
                         help="per round (default 100); with --instructions, the requests measured (default 300: a full "
