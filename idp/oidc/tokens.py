@@ -298,8 +298,8 @@ def persist(connection: Connection, token: dict, client, principal: Principal | 
             family_expires_at: dt.datetime | None = None, claim: RefreshCredential | None = None) -> bool:
     """Record the tokens of one token response and its audit event in the caller's transaction (no commit).
 
-    ``connection`` is the grant's: ``session.connection()`` where the grant did more in its transaction
-    (redeeming a code, rotating a refresh token), or a Core transaction of its own. A refresh token ends when
+    ``connection`` is the grant's: ``session.connection()`` where the grant did more in its transaction (token
+    exchange, the device grant), or ``persist_alone``'s, for a grant that does not. A refresh token ends when
     its family does: a new family's end is computed here, an existing one's is ``family_expires_at``.
     ``claim``: the refresh token this response rotates, claimed with the rows (``_write``); False, and
     nothing recorded, when another request claimed it first."""
