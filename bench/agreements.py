@@ -296,6 +296,13 @@ class _Recorder:
         return self.session.execute(statement, *args, **kwargs)
 
 
+def direct(recorder, lookup) -> list:
+    """A direct statement of the service (idp/storage/direct.py) through the recorder, its values bound into it so
+    that it can be explained with literal binds as the ORM's statements are."""
+    statement, params = lookup
+    return recorder.execute(statement.statement.params(params)).all()
+
+
 def _plan_lines(notice: str) -> list[str]:
     """The plan part of an auto_explain message (drop "duration:" and the multi-line Query Text)."""
     lines = notice.splitlines()
@@ -341,8 +348,9 @@ def explain(database_url: str, prefix: str) -> list[str]:
             ("page 5 (cursor)", lambda s: service.page(s, identity, neutral, cursor=cursor)),
             (f"page q={NAME_FRAGMENT}", lambda s: service.page(s, identity, neutral, q=NAME_FRAGMENT)),
             (f"page q={prefix}", lambda s: service.page(s, identity, neutral, q=prefix)),
-            ("find_eligible (chooser POST)", lambda s: service.find_eligible(s, identity, neutral, some_number)),
-            ("first_eligible (authorize)", lambda s: service.first_eligible(s, identity, neutral)),
+            ("find_eligible (chooser POST)", lambda s: direct(s, service.eligible_lookup(identity, neutral,
+                                                                                          number=some_number))),
+            ("first_eligible (authorize)", lambda s: direct(s, service.eligible_lookup(identity, neutral, limit=2))),
         ]
         # Like the end of a request: a rollback also empties psycopg's prepared-statement cache, so
         # each query below runs with a custom plan for its parameters, as in the app.

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Select, and_, bindparam, func, not_, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, contains_eager
 
 from ..storage.db import Database, utcnow
@@ -89,40 +90,72 @@ def _search(query: Select, q: str | None) -> Select:
                            func.lower(Agreement.name).like(f"%{escaped.lower()}%", escape="\\")))
 
 
-def first_eligible(session: Session, identity_id: str, client, limit: int = 2) -> list[Selected]:
+def first_eligible(database: Database, identity_id: str, client, limit: int = 2) -> list[Selected]:
     """Up to ``limit`` eligible agreements: enough to tell none, exactly one, or several."""
-    return [_selected(m) for m in session.execute(eligible(identity_id, client).limit(limit)).scalars()]
+    with database.own_reads(held=True) as connection:
+        return eligible_on(connection, identity_id, client, limit=limit)
 
 
-def find_eligible(session: Session, identity_id: str, client, number: str | None) -> Selected | None:
+def find_eligible(database: Database, identity_id: str, client, number: str | None) -> Selected | None:
     """The identity's eligible agreement with this public number, or None."""
     if not number or len(number) > 32:
         return None
-    membership = session.execute(eligible(identity_id, client).where(Agreement.number == number)).scalar_one_or_none()
-    return _selected(membership) if membership else None
+    with database.own_reads(held=True) as connection:
+        found = eligible_on(connection, identity_id, client, number=number)
+    return found[0] if found else None
 
 
 def current(database: Database, identity_id: str, agreement_pk: str, client) -> Selected | None:
-    """Re-check a selection (at every refresh of a token that carries it): None once the membership is gone.
+    """Re-check a selection (at every refresh of a token that carries it): None once the membership is gone."""
+    with database.own_reads(held=True) as connection:
+        found = eligible_on(connection, identity_id, client, agreement_pk=agreement_pk)
+    return found[0] if found else None
 
-    One direct read in autocommit (``Database.read``): through the ORM session the same query cost BEGIN,
-    the query and a ROLLBACK on PostgreSQL, and loading two objects, on every refresh in an agreement."""
+
+def eligible_on(connection: Connection, identity_id: str, client, *, agreement_pk: str | None = None,
+                number: str | None = None, limit: int | None = None) -> list[Selected]:
+    """``eligible`` as ``Selected``: the one agreement with this key or number, or the first ``limit``.
+
+    Direct statements (idp/storage/direct.py), run on ``connection``: every authorization in an agreement
+    looks its agreement up and every refresh of its tokens checks it again, and the ORM query in the request's
+    session cost BEGIN, the query and a ROLLBACK on PostgreSQL and loading two objects, about as much as the
+    rest of an SSO hop (bench/README.md). The request's reading connection (``Database.own_reads``) is in
+    autocommit."""
+    statement, params = eligible_lookup(identity_id, client, agreement_pk=agreement_pk, number=number, limit=limit)
+    return [Selected(**row) for row in statement.all(connection, params)]
+
+
+def eligible_lookup(identity_id: str, client, *, agreement_pk: str | None = None, number: str | None = None,
+                    limit: int | None = None) -> tuple[DirectStatement, dict]:
+    """The statement ``eligible_on`` runs and its values (bench/agreements.py explains it)."""
     product_id, mobile_app = _client_terms(client)
-    params = {"identity_id": identity_id, "agreement_pk": agreement_pk}
+    params = {"identity_id": identity_id}
     if product_id is not None:
         params["product_id"] = product_id
-    row = database.read(_current_statement(product_id is not None, mobile_app), params)
-    return Selected(**row) if row is not None else None
+    if agreement_pk is not None:
+        params["agreement_pk"], by = agreement_pk, "agreement_pk"
+    elif number is not None:
+        params["number"], by = number, "number"
+    else:
+        by = limit
+    return _eligible_statement(product_id is not None, mobile_app, by), params
 
 
 @functools.cache
-def _current_statement(by_product: bool, mobile_app: bool) -> DirectStatement:
-    """``eligible`` for one agreement, with the columns of ``Selected``; one statement per kind of client."""
+def _eligible_statement(by_product: bool, mobile_app: bool, by: str | int | None) -> DirectStatement:
+    """``eligible`` with the columns of ``Selected``, for one kind of client and one kind of look-up: by
+    ``agreement_pk``, by ``number``, or the first ``by`` (an int; all when None)."""
     query = (select(Agreement.id.label("agreement_pk"), Agreement.number, Agreement.name,
                     Agreement.product_id.label("product"), Membership.role, Agreement.require_second_factor)
-             .select_from(Membership).join(Membership.agreement).where(Agreement.id == bindparam("agreement_pk")))
-    return DirectStatement(_eligibility(query, bindparam("identity_id"),
-                                        bindparam("product_id") if by_product else None, mobile_app))
+             .select_from(Membership).join(Membership.agreement))
+    query = _eligibility(query, bindparam("identity_id"), bindparam("product_id") if by_product else None, mobile_app)
+    if by == "agreement_pk":
+        query = query.where(Agreement.id == bindparam("agreement_pk"))
+    elif by == "number":
+        query = query.where(Agreement.number == bindparam("number"))
+    elif by is not None:
+        query = query.limit(by)
+    return DirectStatement(query)
 
 
 def chooser_list(session: Session, identity_id: str, client, q: str | None = None,
@@ -141,10 +174,18 @@ def chooser_list(session: Session, identity_id: str, client, q: str | None = Non
     return [_selected(m) for m in session.execute(query).scalars()]
 
 
-def mark_used(session: Session, identity_id: str, agreement_pk: str) -> None:
-    session.execute(update(Membership).where(Membership.identity_id == identity_id,
-                                             Membership.agreement_id == agreement_pk).values(last_used_at=utcnow()))
-    session.commit()
+def mark_used(database: Database, identity_id: str, agreement_pk: str) -> None:
+    """The chooser lists the most recently used first. A short transaction of its own (one statement in
+    autocommit on PostgreSQL), as every authorization in an agreement makes it."""
+    with database.own_transaction(held=True) as connection:
+        _MARK_USED.execute(connection, {"member": identity_id, "agreement_pk": agreement_pk, "now": utcnow()})
+
+
+_MARK_USED = DirectStatement(
+    update(Membership.__table__)
+    .where(Membership.__table__.c.identity_id == bindparam("member"),
+           Membership.__table__.c.agreement_id == bindparam("agreement_pk"))
+    .values(last_used_at=bindparam("now", type_=Membership.__table__.c.last_used_at.type)))
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def agreement(interaction_id):
         number = request.form.get("agreement", "")
         # Never trust the posted number: it must be one of this person's
         # eligible agreements for this client, checked again here.
-        if agreements.find_eligible(db_session(), login.identity_id, client, number) is None:
+        if agreements.find_eligible(runtime().db, login.identity_id, client, number) is None:
             return render_template("errors/error.html", title=_("That agreement is not available"),
                                    message=_("Choose one of the agreements in the list.")), 400
         flow.update_interaction(interaction_id, data, agreement=number)
@@ -79,7 +79,7 @@ def agreement(interaction_id):
     q = request.args.get("q", "").strip()[:100]
     hint = params.get("agreement_hint")
     notice = None
-    if hint and agreements.find_eligible(db_session(), login.identity_id, client, hint) is None:
+    if hint and agreements.find_eligible(runtime().db, login.identity_id, client, hint) is None:
         notice = _("You do not have access to agreement %(number)s. Choose another one.", number=hint)
     items = agreements.chooser_list(db_session(), login.identity_id, client, q)
     return render_template("interaction/agreement.html", client=client, items=items, q=q, notice=notice,

@@ -204,28 +204,28 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
     if interaction_id:
         runtime().store.delete(INTERACTION, interaction_id)
     if agreement is not None:
-        agreements.mark_used(db_session(), identity.id, agreement.agreement_pk)
+        agreements.mark_used(runtime().db, identity.id, agreement.agreement_pk)
     return deliver(server().create_authorization_response(request=grant.request, grant=grant, grant_user=principal),
                    params)
 
 
 def resolve_agreement(identity, client, params, interaction) -> tuple[agreements.Selected | None, str | None]:
     """The agreement this authorization is for, or why there is none yet."""
-    session = db_session()
-    candidates = agreements.first_eligible(session, identity.id, client)
+    database = runtime().db
+    candidates = agreements.first_eligible(database, identity.id, client)
     if not candidates:
         # Nothing to choose from: neither a hint nor select_agreement can help.
         return None, "no_eligible_agreement"
     chosen = (interaction or {}).get("agreement")
     if chosen:
-        selected = agreements.find_eligible(session, identity.id, client, chosen)
+        selected = agreements.find_eligible(database, identity.id, client, chosen)
         if selected is not None:
             return selected, None
     if "select_agreement" in (params.get("prompt") or "").split():
         return None, "agreement_not_selected"
     hint = params.get("agreement_hint")
     if hint:
-        selected = agreements.find_eligible(session, identity.id, client, hint)
+        selected = agreements.find_eligible(database, identity.id, client, hint)
         return (selected, None) if selected else (None, "agreement_hint_not_member")
     if len(candidates) == 1:
         return candidates[0], None

@@ -63,7 +63,7 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
         else:
             raise InvalidRequestError("'subject_token_type' must be a refresh token or an access token.")
 
-        target = agreements.find_eligible(db_session(), family.identity_id, client, form["agreement_id"])
+        target = agreements.find_eligible(runtime().db, family.identity_id, client, form["agreement_id"])
         if target is None:
             raise InvalidTargetError("The person has no membership in that agreement for this client.")
         scope = form.get("scope") or family.scope
@@ -125,6 +125,6 @@ class TokenExchangeGrant(BaseGrant, TokenEndpointMixin):
                        refresh_token_ttl=runtime().settings.refresh_token_ttl, parent_id=family.id,
                        grant_type=self.GRANT_TYPE)
         session.commit()
-        agreements.mark_used(session, family.identity_id, target.agreement_pk)
+        agreements.mark_used(runtime().db, family.identity_id, target.agreement_pk)
         token["issued_token_type"] = ACCESS_TOKEN_TYPE
         return 200, token, self.TOKEN_RESPONSE_HEADER

@@ -51,13 +51,17 @@ class DirectStatement:
 
     def execute(self, connection: Connection, params: dict) -> int:
         """Run on ``connection``'s DBAPI connection, in its transaction; returns the row count."""
-        return self._run(connection, params, fetch=False)
+        return self._run(connection, params, fetch=None)
 
     def first(self, connection: Connection, params: dict) -> dict | None:
         """Run a SELECT; its first row by column name, as SQLAlchemy would return it, or None."""
-        return self._run(connection, params, fetch=True)
+        return self._run(connection, params, fetch="first")
 
-    def _run(self, connection: Connection, params: dict, fetch: bool):
+    def all(self, connection: Connection, params: dict) -> list[dict]:
+        """Run a SELECT; its rows by column name, as SQLAlchemy would return them."""
+        return self._run(connection, params, fetch="all")
+
+    def _run(self, connection: Connection, params: dict, fetch: str | None):
         dialect = connection.dialect
         keys = tuple(params)
         sql, names, fixed, processors, columns = (self._compiled.get((dialect.name, keys))
@@ -77,14 +81,12 @@ class DirectStatement:
             cursor.execute(sql, arguments)
             if dispatch.after_cursor_execute:
                 dispatch.after_cursor_execute(connection, cursor, sql, arguments, None, False)
-            if not fetch:
+            if fetch is None:
                 return cursor.rowcount
+            if fetch == "all":
+                return [_by_name(columns, row) for row in cursor.fetchall()]
             row = cursor.fetchone()
-            if row is None:
-                return None
-            # Every value through its processor, NULL too, as SQLAlchemy does.
-            return {key: (processor(value) if processor is not None else value)
-                    for (key, processor), value in zip(columns, row)}
+            return _by_name(columns, row) if row is not None else None
         except dialect.loaded_dbapi.Error as error:
             gone = dialect.is_disconnect(error, dbapi_connection, cursor)
             if gone:
@@ -96,3 +98,9 @@ class DirectStatement:
                 cursor.close()
             except dialect.loaded_dbapi.Error:
                 pass
+
+
+def _by_name(columns, row) -> dict:
+    # Every value through its processor, NULL too, as SQLAlchemy does.
+    return {key: (processor(value) if processor is not None else value)
+            for (key, processor), value in zip(columns, row)}
