@@ -6,9 +6,10 @@
 
 Calls the WSGI app directly (the same app `bench/run.py` serves, on a fresh database prepared the same
 way) for the token endpoint's client_credentials grant, introspection of an access token, a refresh with
-rotation (each request carries the chain on), the same refresh of tokens that carry an agreement
-(``refresh_agreement``: what a product's RP refreshes; node-oidc-provider has no counterpart, so `bench/run.py`
-does not run it), or the SSO hop (authorize with the browser session's cookie, then the code exchange). Refresh and SSO start from a real sign-in through the login pages, which is set-up
+rotation (each request carries the chain on), or the SSO hop (authorize with the browser session's cookie,
+then the code exchange); ``refresh_agreement`` and ``sso_agreement`` are the same for tokens that carry an
+agreement, as a product's RP gets them (node-oidc-provider has no counterpart, so `bench/run.py` does not run
+them). Refresh and SSO start from a real sign-in through the login pages, which is set-up
 and not measured.
 
 Why: on a shared VM a CPU-time figure moves by ±30 % from one minute to the next (a fixed pure-Python
@@ -181,17 +182,21 @@ def request_for(scenario: str, call, app):
             return line, body
 
         return refresh
-    if scenario == "sso":
+    if scenario in ("sso", "sso_agreement"):
         import flows
 
-        cookie, code = signed_in(app, "openid")
+        scope = "openid"
+        if scenario == "sso_agreement":
+            in_an_agreement(app)
+            scope += " agreement"
+        cookie, code = signed_in(app, scope)
         redeem(call, code)
         client = f"{bench_run.RP_CLIENT[0]}:{bench_run.RP_CLIENT[1]}"
         driver = flows.Flows(type("Args", (), {"client": client, "redirect_uri": bench_run.REDIRECT_URI}),
                              {"authorization_endpoint": "/authorize", "token_endpoint": "/token"})
 
         def hop():
-            path, _, query = driver.authorize_params("openid").partition("?")
+            path, _, query = driver.authorize_params(scope).partition("?")
             line, _body, headers = call("GET", path, b"", [("Cookie", cookie)], query=query, with_headers=True)
             location = dict(headers).get("Location", "")
             if not location.startswith(bench_run.REDIRECT_URI):
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "pg"), default="sqlite")
     parser.add_argument("--scenario", choices=("client_credentials", "introspection", "refresh", "refresh_agreement",
-                                               "sso"),
+                                               "sso", "sso_agreement"),
                         default="client_credentials")
     parser.add_argument("--requests", type=int, default=None,
                         help="per round (default 100); with --instructions, the requests measured (default 300: a full "
