@@ -117,10 +117,10 @@ def eligible_on(connection: Connection, identity_id: str, client, *, agreement_p
     """``eligible`` as ``Selected``: the one agreement with this key or number, or the first ``limit``.
 
     Direct statements (idp/storage/direct.py), run on ``connection``: every authorization in an agreement
-    looks its agreement up and every refresh of its tokens checks it again, and the ORM query in the request's
-    session cost BEGIN, the query and a ROLLBACK on PostgreSQL and loading two objects, about as much as the
-    rest of an SSO hop (bench/README.md). The request's reading connection (``Database.own_reads``) is in
-    autocommit."""
+    looks its agreement up and every refresh of its tokens checks it again. The ORM query in the request's
+    session cost BEGIN, the query and a ROLLBACK on PostgreSQL and loading two objects: with the mark of last
+    use, on PostgreSQL about as much CPU as the rest of an SSO hop (bench/README.md). The request's reading
+    connection (``Database.own_reads``) is in autocommit."""
     statement, params = eligible_lookup(identity_id, client, agreement_pk=agreement_pk, number=number, limit=limit)
     return [Selected(**row) for row in statement.all(connection, params)]
 
