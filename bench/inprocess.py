@@ -163,14 +163,18 @@ def in_an_agreement(app) -> None:
         session.commit()
 
 
+def scope_for(app, scenario: str, scope: str) -> str:
+    """``scope``; for the ``*_agreement`` scenarios with ``agreement``, the bench person put in one first."""
+    if not scenario.endswith("_agreement"):
+        return scope
+    in_an_agreement(app)
+    return scope + " agreement"
+
+
 def request_for(scenario: str, call, app):
     auth = ("Authorization", bench_run.basic(bench_run.CC_CLIENT))
     if scenario in ("refresh", "refresh_agreement"):
-        scope = "openid offline_access"
-        if scenario == "refresh_agreement":
-            in_an_agreement(app)
-            scope += " agreement"
-        _cookie, code = signed_in(app, scope)
+        _cookie, code = signed_in(app, scope_for(app, scenario, "openid offline_access"))
         chain = [redeem(call, code)["refresh_token"]]
         rp_auth = ("Authorization", bench_run.basic(bench_run.RP_CLIENT))
 
@@ -185,10 +189,7 @@ def request_for(scenario: str, call, app):
     if scenario in ("sso", "sso_agreement"):
         import flows
 
-        scope = "openid"
-        if scenario == "sso_agreement":
-            in_an_agreement(app)
-            scope += " agreement"
+        scope = scope_for(app, scenario, "openid")
         cookie, code = signed_in(app, scope)
         redeem(call, code)
         client = f"{bench_run.RP_CLIENT[0]}:{bench_run.RP_CLIENT[1]}"
