@@ -127,7 +127,8 @@ def eligible_on(connection: Connection, identity_id: str, client, *, agreement_p
 
 def eligible_lookup(identity_id: str, client, *, agreement_pk: str | None = None, number: str | None = None,
                     limit: int | None = None) -> tuple[DirectStatement, dict]:
-    """The statement ``eligible_on`` runs and its values (bench/agreements.py explains it)."""
+    """The statement ``eligible_on`` runs and its values (bench/agreements.py explains it). One of
+    ``agreement_pk``, ``number`` or ``limit``: never all of a bookkeeper's thousands of memberships."""
     product_id, mobile_app = _client_terms(client)
     params = {"identity_id": identity_id}
     if product_id is not None:
@@ -136,15 +137,17 @@ def eligible_lookup(identity_id: str, client, *, agreement_pk: str | None = None
         params["agreement_pk"], by = agreement_pk, "agreement_pk"
     elif number is not None:
         params["number"], by = number, "number"
-    else:
+    elif limit is not None:
         by = limit
+    else:
+        raise TypeError("eligible_lookup needs agreement_pk, number or limit")
     return _eligible_statement(product_id is not None, mobile_app, by), params
 
 
 @functools.cache
-def _eligible_statement(by_product: bool, mobile_app: bool, by: str | int | None) -> DirectStatement:
+def _eligible_statement(by_product: bool, mobile_app: bool, by: str | int) -> DirectStatement:
     """``eligible`` with the columns of ``Selected``, for one kind of client and one kind of look-up: by
-    ``agreement_pk``, by ``number``, or the first ``by`` (an int; all when None)."""
+    ``agreement_pk``, by ``number``, or the first ``by`` (an int)."""
     query = (select(Agreement.id.label("agreement_pk"), Agreement.number, Agreement.name,
                     Agreement.product_id.label("product"), Membership.role, Agreement.require_second_factor)
              .select_from(Membership).join(Membership.agreement))
@@ -153,7 +156,7 @@ def _eligible_statement(by_product: bool, mobile_app: bool, by: str | int | None
         query = query.where(Agreement.id == bindparam("agreement_pk"))
     elif by == "number":
         query = query.where(Agreement.number == bindparam("number"))
-    elif by is not None:
+    else:
         query = query.limit(by)
     return DirectStatement(query)
 

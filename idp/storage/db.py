@@ -284,7 +284,8 @@ class Database:
     @contextlib.contextmanager
     def own_transaction(self, held: bool) -> Iterator[Connection]:
         """A short transaction of its own, committed when the block ends (rolled back if it raises): the SQL
-        store's writes, which must never commit or roll back a service's unit of work.
+        store's writes, a token response's rows (idp/oidc/tokens.py ``persist_alone``), the mark of an agreement's
+        last use; writes that must never commit or roll back a service's unit of work.
 
         ``held``: the caller's scope ends in ``remove`` (an app context: a request, a CLI command), so it may run
         on the connection this thread holds for reads: a pool check-out and check-in cost more than a store's
