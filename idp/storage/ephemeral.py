@@ -161,12 +161,34 @@ def _incr_statement(dialect: str):
     }).returning(table.c.value)
 
 
+#: How a consumed value begins: the JSON object with ``"__consumed__": true`` as its first member.
+_TOMBSTONE = '{"__consumed__": true'
+
+#: Reads a value and swaps in its tombstone in one round trip (a code's redemption is on every sign-in's path;
+#: GET and then SET ... GET took two). A script runs atomically, so of two racing callers only one is told it
+#: was first. The tombstone is the stored JSON with the marker spliced in as text rather than re-encoded by
+#: cjson, which would turn an empty list into an object and round large numbers; the check decodes, so a
+#: tombstone with the marker anywhere (as ``json.dumps`` wrote them before) counts as consumed too.
+_CONSUME = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, value = pcall(cjson.decode, raw)
+if ok and type(value) == 'table' and value['__consumed__'] then return {raw, 0} end
+local rest = string.sub(raw, 2)
+if rest ~= '}' then rest = ', ' .. rest end
+redis.call('SET', KEYS[1], ARGV[1] .. rest, 'KEEPTTL')
+return {raw, 1}
+"""
+
+
 class RedisStore:
     def __init__(self, url: str, prefix: str):
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
+        # EVALSHA, loading the script again if the server forgot it (a restart, SCRIPT FLUSH).
+        self._consume = self._redis.register_script(_CONSUME)
 
     def _k(self, kind, ident):
         return self._prefix + key(kind, ident)
@@ -182,20 +204,13 @@ class RedisStore:
         return None if value.get("__consumed__") else value
 
     def consume(self, kind, ident):
-        k = self._k(kind, ident)
-        raw = self._redis.get(k)
-        if raw is None:
+        found = self._consume(keys=[self._k(kind, ident)], args=[_TOMBSTONE])
+        if found is None:
             return None
+        raw, first = found
         value = json.loads(raw)
-        if value.pop("__consumed__", False):
-            return Consumed(value, first=False)
-        # SET ... XX KEEPTTL GET swaps in the tombstone atomically and returns
-        # what was there: of two racing callers only one sees the fresh value.
-        previous = self._redis.set(k, json.dumps({**value, "__consumed__": True}), xx=True, keepttl=True, get=True)
-        if previous is None:
-            return None
-        first = not json.loads(previous).get("__consumed__", False)
-        return Consumed(value, first=first)
+        value.pop("__consumed__", None)
+        return Consumed(value, first=bool(first))
 
     def delete(self, kind, ident):
         self._redis.delete(self._k(kind, ident))
