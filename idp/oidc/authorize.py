@@ -128,10 +128,23 @@ def signed_in_identity(load=lambda identity_id: db_session().get(Identity, ident
     return login, identity
 
 
-def _signed_in_for_authorization():
+def _signed_in_for_authorization(client_id: str | None):
     """``signed_in_identity`` for the authorization endpoint, which only reads the person (claims, subject,
-    memberships): the identity as ``tokens.TokenIdentity``, without an ORM load on every SSO hop."""
-    return signed_in_identity(lambda identity_id: tokens.token_identity(runtime().db, identity_id))
+    memberships): the identity as ``tokens.TokenIdentity``, without an ORM load on every SSO hop, and with it,
+    in the same statement, what the person already consented to for the client the request names
+    (``_UNREAD`` when nobody is signed in)."""
+    granted = _UNREAD
+
+    def load(identity_id):
+        nonlocal granted
+        row = runtime().db.read(_SIGNED_IN_PERSON, {"id": identity_id, "client_id": client_id or ""})
+        if row is None:
+            return None
+        granted = row.pop("granted_scope")
+        return tokens.TokenIdentity(**row)
+
+    login, identity = signed_in_identity(load)
+    return login, identity, granted if login else _UNREAD
 
 
 def effective_params(payload_data) -> MultiDict:
@@ -150,8 +163,18 @@ def effective_params(payload_data) -> MultiDict:
 
 #: What the person already consented to for the client (remembered consent): read on every SSO hop, and
 #: committed by grants.remember before any request that depends on it.
-_GRANTED_SCOPE = DirectStatement(select(Grant.__table__.c.scope).where(
-    Grant.__table__.c.identity_id == bindparam("identity_id"), Grant.__table__.c.client_id == bindparam("client_id")))
+_GRANTS = Grant.__table__
+_GRANTED_SCOPE = DirectStatement(select(_GRANTS.c.scope).where(
+    _GRANTS.c.identity_id == bindparam("identity_id"), _GRANTS.c.client_id == bindparam("client_id")))
+#: The signed-in person and that consent in one round trip, the SSO hop's first (grants are unique per person
+#: and client, so the subquery gives at most one row).
+_SIGNED_IN_PERSON = DirectStatement(select(
+    *(tokens.IDENTITIES.c[name] for name in tokens.TokenIdentity.__dataclass_fields__),
+    select(_GRANTS.c.scope).where(_GRANTS.c.identity_id == tokens.IDENTITIES.c.id,
+                                  _GRANTS.c.client_id == bindparam("client_id"))
+    .scalar_subquery().label("granted_scope"),
+).where(tokens.IDENTITIES.c.id == bindparam("id")))
+_UNREAD = object()
 
 
 def handle(params: MultiDict, interaction: dict | None = None, interaction_id: str | None = None):
@@ -162,7 +185,8 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
             params, pushed = par.resolve(params), True
         except OAuth2Error as error:
             return error_page(error)
-    login, identity = _signed_in_for_authorization()
+    named_client = params.get("client_id")
+    login, identity, granted = _signed_in_for_authorization(named_client)
     try:
         grant = server().get_consent_grant(request=params, end_user=identity)
     except OAuth2Error as error:
@@ -177,8 +201,12 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
     agreement, agreement_reason = None, None
     if login and "agreement" in (scope_to_list(grant.request.scope) or []):
         agreement, agreement_reason = resolve_agreement(identity, client, params, interaction)
-    granted = (runtime().db.read(_GRANTED_SCOPE, {"identity_id": login.identity_id, "client_id": client.client_id})
-               or {}).get("scope") if login else None
+    if not login:
+        granted = None
+    elif granted is _UNREAD or client.client_id != named_client:
+        # Read for another client than the request turned out to be for: read again for this one.
+        granted = (runtime().db.read(_GRANTED_SCOPE, {"identity_id": login.identity_id,
+                                                      "client_id": client.client_id}) or {}).get("scope")
     ctx = prompts.Context(
         params=params, client=client, login=login,
         logged_in_here=bool(interaction and interaction.get("logged_in")),

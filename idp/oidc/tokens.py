@@ -59,9 +59,9 @@ class TokenIdentity:
     sessions_valid_after: dt.datetime | None
 
 
-_IDENTITIES = Identity.__table__
-_TOKEN_IDENTITY = DirectStatement(select(*(_IDENTITIES.c[name] for name in TokenIdentity.__dataclass_fields__))
-                                  .where(_IDENTITIES.c.id == bindparam("id")))
+IDENTITIES = Identity.__table__
+_TOKEN_IDENTITY = DirectStatement(select(*(IDENTITIES.c[name] for name in TokenIdentity.__dataclass_fields__))
+                                  .where(IDENTITIES.c.id == bindparam("id")))
 
 
 def token_identity(database: Database, identity_id: str) -> TokenIdentity | None:
@@ -442,10 +442,10 @@ _REFRESH_CREDENTIAL = DirectStatement(
            RefreshToken.__table__.c.created_at, RefreshToken.__table__.c.expires_at,
            RefreshToken.__table__.c.rotated_at,
            *(TokenFamily.__table__.c[name].label(f"family__{name}") for name in _FAMILY_FIELDS),
-           *(_IDENTITIES.c[name].label(f"identity__{name}") for name in _IDENTITY_FIELDS))
+           *(IDENTITIES.c[name].label(f"identity__{name}") for name in _IDENTITY_FIELDS))
     .select_from(RefreshToken.__table__
                  .join(TokenFamily.__table__, TokenFamily.__table__.c.id == RefreshToken.__table__.c.family_id)
-                 .outerjoin(_IDENTITIES, _IDENTITIES.c.id == TokenFamily.__table__.c.identity_id))
+                 .outerjoin(IDENTITIES, IDENTITIES.c.id == TokenFamily.__table__.c.identity_id))
     .where(RefreshToken.__table__.c.token_hash == bindparam("hash"))
 )
 

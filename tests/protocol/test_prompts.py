@@ -319,6 +319,31 @@ def test_consent_remembered_per_client(client, factory):
     _assert_consent_page(other.follow(other.authorize()))
 
 
+def test_an_sso_hop_reads_the_person_and_the_consent_in_one_statement(app, client, factory):
+    # Every SSO hop reads both; on PostgreSQL each statement is a round trip.
+    from sqlalchemy import event
+
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    rp.sign_in(identity.email)
+    seen: list[str] = []
+    database = app.extensions["idp"].db
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    for engine in {database.engine, database.autocommit_engine}:
+        event.listen(engine, "before_cursor_execute", before)
+    try:
+        _assert_code_without_page(rp.follow(rp.authorize(state="sso-1")), rp, "sso-1")
+    finally:
+        for engine in {database.engine, database.autocommit_engine}:
+            event.remove(engine, "before_cursor_execute", before)
+    reads = [s for s in seen if "identities" in s or "grants" in s]
+    assert len(reads) == 1, reads
+    assert "grants" in reads[0] and "identities" in reads[0]
+
+
 def test_consent_remembered_survives_a_new_browser(app, client, factory):
     identity = factory.identity()
     rp = make_rp(client, factory)
