@@ -103,6 +103,19 @@ def test_correct_login_continues(client, factory):
     assert response.status_code == 302 and response.location.endswith("/consent"), response.location
 
 
+def test_a_client_disabled_while_its_sign_in_page_is_open_stops_the_sign_in(client, factory, db):
+    # The pages take their client from the protocol endpoints' cache; disabling it must still count at once.
+    from idp.clients import service as clients
+
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    clients.disable(db, clients.find(db, rp.client_id))
+    response = _post(rp, path, page, email=identity.email, password="Velvet-Harbour-Compass-77")
+    assert response.status_code == 400, response.location
+    assert "This sign-in has expired" in response.get_data(as_text=True)
+
+
 def test_login_page_cannot_be_framed(client, factory):
     rp = make_rp(client, factory)
     _, page = _login_page(rp)
