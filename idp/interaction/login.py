@@ -61,7 +61,7 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
                              else "identity.login_failed", subject=known.id if known else None,
                              reason="invalid_credentials", origin=origin(), commit=True, email=account)
             else:
-                throttle.succeeded(runtime().store, account)
+                throttle.succeeded(runtime().store, account, verdict)
                 if not identity.email_verified:
                     # Only after the right password, so this reveals nothing to a stranger.
                     error, status = _("Confirm your e-mail address first: open the link we sent you."), 403

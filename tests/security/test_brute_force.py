@@ -228,6 +228,28 @@ def test_a_success_resets_the_account_count(app, factory, fresh_ip, throttle_clo
     assert status == 429 and int(WAIT.search(text).group(1)) <= 3, (status, text)  # the first delay again
 
 
+def test_a_success_after_a_single_failure_resets_the_count_too(app, factory, fresh_ip, throttle_clock):
+    identity = factory.identity()
+    browser = Browser(app, fresh_ip)
+    assert browser.attempt(identity.email)[0] == 401
+    assert browser.login(identity.email, PASSWORD).status_code == 302
+    fresh = Browser(app, fresh_ip)
+    for n in range(throttle.FREE_FAILURES):
+        assert fresh.attempt(identity.email) == (401, WRONG_PASSWORD_TEXT), n
+
+
+def test_a_success_at_the_first_try_leaves_the_counters_alone(app, factory, fresh_ip, monkeypatch):
+    # Nothing to clear: no write (on SQLite two commits, on Redis two round trips) on the common path.
+    identity = factory.identity()
+    browser = Browser(app, fresh_ip)
+    store = app.extensions["idp"].store
+    deleted, real_delete = [], store.delete
+    monkeypatch.setattr(store, "delete", lambda kind, ident: (deleted.append(kind), real_delete(kind, ident))[1])
+    response = browser.login(identity.email, PASSWORD)
+    assert response.status_code == 302 and path_of(response.location) == "/account/", response.location
+    assert not {throttle._FAILURES, throttle._LAST} & set(deleted), deleted
+
+
 # -- second factor ------------------------------------------------------------------------------------------
 
 
