@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
+from idp.clients import service as clients
 
 from tests.helpers.oidc import csrf_token, make_rp, path_of, query
 
@@ -105,8 +106,6 @@ def test_correct_login_continues(client, factory):
 
 def test_a_client_disabled_while_its_sign_in_page_is_open_stops_the_sign_in(client, factory, db):
     # The pages take their client from the protocol endpoints' cache; disabling it must still count at once.
-    from idp.clients import service as clients
-
     identity = factory.identity()
     rp = make_rp(client, factory)
     path, page = _login_page(rp)

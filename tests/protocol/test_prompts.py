@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import urlencode
 
+from sqlalchemy import event
 
 from tests.helpers.oidc import RP, csrf_token, make_rp, path_of, pkce_pair, query
 
@@ -321,8 +322,6 @@ def test_consent_remembered_per_client(client, factory):
 
 def test_an_sso_hop_reads_the_person_and_the_consent_in_one_statement(app, client, factory):
     # Every SSO hop reads both; on PostgreSQL each statement is a round trip.
-    from sqlalchemy import event
-
     identity = factory.identity()
     rp = make_rp(client, factory)
     rp.sign_in(identity.email)

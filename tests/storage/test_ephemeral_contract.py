@@ -6,6 +6,7 @@ fails the run instead of skipping; on a laptop without Redis it skips.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -26,13 +27,17 @@ def store(request, app, redis_url):
         database = app.extensions["idp"].db
         request.addfinalizer(database.remove)
         return SQLStore(database, held=lambda: threading.current_thread() is threading.main_thread())
+    backend = RedisStore(_redis_or_skip(redis_url), f"contract-{uuid.uuid4().hex[:6]}:")
+    backend.ping()
+    return backend
+
+
+def _redis_or_skip(redis_url: str) -> str:
     # CI always has Redis: there a missing server fails these tests.
     url = redis_url or ("redis://127.0.0.1:6379/0" if os.environ.get("CI") == "true" else "")
     if not url:
         pytest.skip("no Redis: set IDP_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to test the Redis backend")
-    backend = RedisStore(url, f"contract-{uuid.uuid4().hex[:6]}:")
-    backend.ping()
-    return backend
+    return url
 
 
 def ident():
@@ -164,12 +169,7 @@ def test_the_tombstone_keeps_the_value_exactly(store, value):
 def test_a_tombstone_written_before_the_script_still_counts_as_consumed(redis_url):
     # Processes of the previous release wrote the marker last (json.dumps of the value plus the marker); during
     # a rolling deploy a code they consumed must stay consumed for the new ones.
-    url = redis_url or ("redis://127.0.0.1:6379/0" if os.environ.get("CI") == "true" else "")
-    if not url:
-        pytest.skip("no Redis: set IDP_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to test the Redis backend")
-    import json
-
-    store, key = RedisStore(url, f"contract-{uuid.uuid4().hex[:6]}:"), ident()
+    store, key = RedisStore(_redis_or_skip(redis_url), f"contract-{uuid.uuid4().hex[:6]}:"), ident()
     store._redis.set(store._k("code", key), json.dumps({"grant": "g", "__consumed__": True}), ex=60)
     found = store.consume("code", key)
     assert found.first is False and found.value == {"grant": "g"}
