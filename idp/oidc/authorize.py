@@ -131,9 +131,9 @@ def signed_in_identity(load=lambda identity_id: db_session().get(Identity, ident
 def _signed_in_for_authorization(client_id: str | None):
     """``signed_in_identity`` for the authorization endpoint, which only reads the person (claims, subject,
     memberships): the identity as ``tokens.TokenIdentity``, without an ORM load on every SSO hop, and with it,
-    in the same statement, what the person already consented to for the client the request names
-    (``_UNREAD`` when nobody is signed in)."""
-    granted = _UNREAD
+    in the same statement, what the person already consented to for the client the request names (None when
+    nothing, or nobody is signed in)."""
+    granted = None
 
     def load(identity_id):
         nonlocal granted
@@ -144,7 +144,7 @@ def _signed_in_for_authorization(client_id: str | None):
         return tokens.TokenIdentity(**row)
 
     login, identity = signed_in_identity(load)
-    return login, identity, granted if login else _UNREAD
+    return login, identity, granted if login else None
 
 
 def effective_params(payload_data) -> MultiDict:
@@ -168,13 +168,10 @@ _GRANTED_SCOPE = DirectStatement(select(_GRANTS.c.scope).where(
     _GRANTS.c.identity_id == bindparam("identity_id"), _GRANTS.c.client_id == bindparam("client_id")))
 #: The signed-in person and that consent in one round trip, the SSO hop's first (grants are unique per person
 #: and client, so the subquery gives at most one row).
-_SIGNED_IN_PERSON = DirectStatement(select(
-    *(tokens.IDENTITIES.c[name] for name in tokens.TokenIdentity.__dataclass_fields__),
+_SIGNED_IN_PERSON = DirectStatement(tokens.TOKEN_IDENTITY_QUERY.add_columns(
     select(_GRANTS.c.scope).where(_GRANTS.c.identity_id == tokens.IDENTITIES.c.id,
                                   _GRANTS.c.client_id == bindparam("client_id"))
-    .scalar_subquery().label("granted_scope"),
-).where(tokens.IDENTITIES.c.id == bindparam("id")))
-_UNREAD = object()
+    .scalar_subquery().label("granted_scope")))
 
 
 def handle(params: MultiDict, interaction: dict | None = None, interaction_id: str | None = None):
@@ -201,9 +198,7 @@ def handle(params: MultiDict, interaction: dict | None = None, interaction_id: s
     agreement, agreement_reason = None, None
     if login and "agreement" in (scope_to_list(grant.request.scope) or []):
         agreement, agreement_reason = resolve_agreement(identity, client, params, interaction)
-    if not login:
-        granted = None
-    elif granted is _UNREAD or client.client_id != named_client:
+    if login and client.client_id != named_client:
         # Read for another client than the request turned out to be for: read again for this one.
         granted = (runtime().db.read(_GRANTED_SCOPE, {"identity_id": login.identity_id,
                                                       "client_id": client.client_id}) or {}).get("scope")

@@ -60,8 +60,10 @@ class TokenIdentity:
 
 
 IDENTITIES = Identity.__table__
-_TOKEN_IDENTITY = DirectStatement(select(*(IDENTITIES.c[name] for name in TokenIdentity.__dataclass_fields__))
-                                  .where(IDENTITIES.c.id == bindparam("id")))
+#: A person's ``TokenIdentity`` columns by id; the authorization endpoint reads more columns with them.
+TOKEN_IDENTITY_QUERY = (select(*(IDENTITIES.c[name] for name in TokenIdentity.__dataclass_fields__))
+                        .where(IDENTITIES.c.id == bindparam("id")))
+_TOKEN_IDENTITY = DirectStatement(TOKEN_IDENTITY_QUERY)
 
 
 def token_identity(database: Database, identity_id: str) -> TokenIdentity | None:
