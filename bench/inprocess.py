@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="cumulative", help="--profile: pstats sort key (cumulative, tottime, ...)")
     parser.add_argument("--top", type=int, default=50, help="--profile: how many functions to print")
     parser.add_argument("--callers", help="--profile: also print the callers of functions matching this regex")
+    parser.add_argument("--callees", help="--profile: also print what functions matching this regex call")
     parser.add_argument("--instructions", action="store_true", help="instructions per request (valgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         stats.print_stats(args.top)
         if args.callers:
             stats.print_callers(args.callers)
+        if args.callees:
+            stats.print_callees(args.callees)
         return 0
     normalised, raw = [], []
     for _ in range(args.rounds):

@@ -61,8 +61,3 @@ def test_signatures_are_rfc7518_and_claims_keep_their_text():
     public = pyjwt.PyJWK(key.as_dict(private=False)).key
     assert pyjwt.decode(token, public, algorithms=["ES256"])["agreement_name"] == "Bogføring & Løn ApS"
 
-
-def test_only_a_single_p256_key_is_accepted():
-    rsa = keys_module._generate("RS256", "active").key
-    with pytest.raises(ValueError):
-        CompactSigner(KeySet([rsa]), "at+jwt")
