@@ -34,8 +34,10 @@ PENDING = "pending_login"
 PENDING_TTL = 300
 
 
-def _password_form(client, next_url: str | None, interaction_id: str | None, login_hint: str = ""):
-    """Handle the e-mail + password form; returns a response."""
+def _password_form(client, next_url: str | None, interaction_id: str | None, login_hint: str = "",
+                   interaction: dict | None = None):
+    """Handle the e-mail + password form; returns a response. ``interaction`` is the pending request's data as
+    the view loaded it."""
     email = request.form.get("email", login_hint).strip()
     error, status = None, 200
     if request.method == "POST":
@@ -66,7 +68,7 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
                     # Only after the right password, so this reveals nothing to a stranger.
                     error, status = _("Confirm your e-mail address first: open the link we sent you."), 403
                 else:
-                    return _after_password(identity, next_url, interaction_id)
+                    return _after_password(identity, next_url, interaction_id, interaction)
     return render_template("interaction/login.html", client=client, email=email, error=error,
                            interaction_id=interaction_id), status
 
@@ -78,21 +80,24 @@ def _throttled_message(verdict) -> str:
     return _("Too many attempts. Wait %(seconds)s seconds and try again.", seconds=verdict.retry_after)
 
 
-def _after_password(identity: Identity, next_url: str, interaction_id: str | None):
+def _after_password(identity: Identity, next_url: str, interaction_id: str | None, interaction: dict | None):
     if runtime().totp.enrolled(db_session(), identity.id):
         session[PENDING] = {"identity_id": identity.id, "next": next_url, "interaction_id": interaction_id,
                             "expires_at": time.time() + PENDING_TTL}
         return redirect(url_for("interaction.second_step"))
-    return _signed_in(identity.id, ["pwd"], next_url, interaction_id)
+    return _signed_in(identity.id, ["pwd"], next_url, interaction_id, interaction)
 
 
-def _signed_in(identity_id: str, amr: list[str], next_url: str, interaction_id: str | None):
+def _signed_in(identity_id: str, amr: list[str], next_url: str, interaction_id: str | None,
+               interaction: dict | None = None):
+    """Sign the browser in and mark the pending request, if any, as signed in to. ``interaction`` is its data if
+    this request loaded it already (the password step: one store read fewer per sign-in)."""
     sessions.sign_in(session, identity_id, amr, runtime().settings.session_lifetime)
     observability.LOGINS.labels("succeeded").inc()
     audit.record(db_session(), "identity.login_succeeded", actor=identity_id, subject=identity_id, origin=origin(),
                  commit=True, amr=amr)
     if interaction_id:
-        data = flow.load_interaction(interaction_id)
+        data = interaction if interaction is not None else flow.load_interaction(interaction_id)
         if data is not None:
             flow.update_interaction(interaction_id, data, logged_in=True)
     return redirect(next_url)
@@ -107,7 +112,7 @@ def login(interaction_id):
     if request.method == "POST" and request.form.get("action") == "cancel":
         return flow.deny(params)
     return _password_form(client, url_for("oidc.resume", interaction_id=interaction_id), interaction_id,
-                          params.get("login_hint", ""))
+                          params.get("login_hint", ""), data)
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -6,6 +6,7 @@ import re
 from urllib.parse import urlencode
 
 from idp.clients import service as clients
+from idp.oidc import authorize as flow
 
 from tests.helpers.oidc import csrf_token, make_rp, path_of, query
 
@@ -113,6 +114,26 @@ def test_a_client_disabled_while_its_sign_in_page_is_open_stops_the_sign_in(clie
     response = _post(rp, path, page, email=identity.email, password="Velvet-Harbour-Compass-77")
     assert response.status_code == 400, response.location
     assert "This sign-in has expired" in response.get_data(as_text=True)
+
+
+def test_the_password_step_reads_its_request_once_and_marks_it_signed_in(app, client, factory, monkeypatch):
+    # prompt=login: only the mark the password step leaves on the pending request lets it go on to consent
+    # instead of asking for the password again; the step reads the request from the store once.
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    response = rp.follow(rp.authorize(prompt="login"))
+    assert response.status_code == 302 and response.location.endswith("/login"), response.location
+    path = path_of(response.location)
+    page = rp.browser.get(path)
+    store = app.extensions["idp"].store
+    reads, real_get = [], store.get
+    monkeypatch.setattr(store, "get", lambda kind, key: (reads.append(kind), real_get(kind, key))[1])
+    response = _post(rp, path, page, email=identity.email, password="Velvet-Harbour-Compass-77")
+    assert response.status_code == 302 and "/authorize/resume/" in response.location, response.location
+    assert reads.count(flow.INTERACTION) == 1, reads
+    monkeypatch.undo()
+    response = rp.follow(response)
+    assert response.status_code == 302 and response.location.endswith("/consent"), response.location
 
 
 def test_login_page_cannot_be_framed(client, factory):
