@@ -23,7 +23,6 @@ from .. import observability
 from ..audit import service as audit
 from ..extensions import db_session, origin, runtime
 from ..identities import service as identities
-from ..identities.models import Identity
 from ..identities.totp import InvalidTotpError, TotpLockedError, TotpReplayError
 from ..oidc import authorize as flow
 from ..policies import throttle
@@ -52,7 +51,7 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
         else:
             account = identities.normalize_email(email)
             try:
-                identity = identities.authenticate(db_session(), runtime().passwords, email, password)
+                identity = identities.authenticate_sign_in(runtime().db, runtime().passwords, email, password)
             except InvalidCredentialsError:
                 # The same words for an unknown e-mail and a wrong password.
                 error, status = _("The e-mail address or the password is not correct."), 401
@@ -80,8 +79,9 @@ def _throttled_message(verdict) -> str:
     return _("Too many attempts. Wait %(seconds)s seconds and try again.", seconds=verdict.retry_after)
 
 
-def _after_password(identity: Identity, next_url: str, interaction_id: str | None, interaction: dict | None):
-    if runtime().totp.enrolled(db_session(), identity.id):
+def _after_password(identity: identities.SignIn, next_url: str, interaction_id: str | None,
+                    interaction: dict | None):
+    if identity.has_second_factor:
         session[PENDING] = {"identity_id": identity.id, "next": next_url, "interaction_id": interaction_id,
                             "expires_at": time.time() + PENDING_TTL}
         return redirect(url_for("interaction.second_step"))
