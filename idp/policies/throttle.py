@@ -37,10 +37,13 @@ class Verdict:
 
 
 def check(store: EphemeralStore, account: str, ip: str | None, ip_lock_after: int = IP_LOCK_AFTER) -> Verdict:
-    """May this attempt go ahead? (Does not count it.)"""
-    if ip and store.count(_IP, ip) >= ip_lock_after:
-        return Verdict(False, WINDOW, locked=True)
-    failures = store.count(_FAILURES, account)
+    """May this attempt go ahead? (Does not count it.) The two counts are read together: one round trip."""
+    if ip:
+        ip_failures, failures = store.counts((_IP, ip), (_FAILURES, account))
+        if ip_failures >= ip_lock_after:
+            return Verdict(False, WINDOW, locked=True)
+    else:
+        failures = store.count(_FAILURES, account)
     if failures >= LOCK_AFTER:
         return Verdict(False, WINDOW, locked=True)
     if failures >= FREE_FAILURES:

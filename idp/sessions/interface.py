@@ -79,18 +79,22 @@ class ServerSessionInterface(SessionInterface):
             response.mimetype = "text/plain"
 
     def _save(self, app, session, response, store, name):
-        if session.previous_sid:
-            store.delete(self.kind, _digest(session.previous_sid))
-        if not session:
-            if session.sid:
+        previous = _digest(session.previous_sid) if session.previous_sid else None
+        if not session or not session.modified:
+            if previous:
+                store.delete(self.kind, previous)
+            if not session and session.sid:
                 store.delete(self.kind, _digest(session.sid))
                 response.delete_cookie(name, path=self.get_cookie_path(app), domain=self.get_cookie_domain(app))
             return
-        if not session.modified:
-            return
         if session.sid is None:
             session.sid = secrets.token_urlsafe(32)
-        store.put(self.kind, _digest(session.sid), dict(session), self.lifetime)
+        if previous:
+            # A new id at sign-in: the old one's data goes and the new one's comes in one round trip (on SQLite
+            # one commit), and never one without the other.
+            store.replace(self.kind, previous, _digest(session.sid), dict(session), self.lifetime)
+        else:
+            store.put(self.kind, _digest(session.sid), dict(session), self.lifetime)
         response.set_cookie(
             name, session.sid, max_age=None, path=self.get_cookie_path(app), domain=self.get_cookie_domain(app),
             secure=self.get_cookie_secure(app), httponly=True, samesite=self.get_cookie_samesite(app),

@@ -43,8 +43,12 @@ class EphemeralStore(Protocol):
     def get(self, kind: str, ident: str) -> dict | None: ...
     def consume(self, kind: str, ident: str) -> Consumed | None: ...
     def delete(self, kind: str, ident: str) -> None: ...
+    #: ``put`` under ``ident`` and ``delete`` of ``old_ident``, together (a session's new id at sign-in).
+    def replace(self, kind: str, old_ident: str, ident: str, value: dict, ttl: int) -> None: ...
     def incr(self, kind: str, ident: str, ttl: int, amount: int = 1) -> int: ...
     def count(self, kind: str, ident: str) -> int: ...
+    #: ``count`` of each (kind, ident), in one round trip where the store has round trips.
+    def counts(self, *entries: tuple[str, str]) -> list[int]: ...
     def ping(self) -> bool: ...
 
 
@@ -123,6 +127,13 @@ class SQLStore:
         with self._database.own_transaction(self._held()) as connection:
             self._delete.execute(connection, {"entry_key": key(kind, ident)})
 
+    def replace(self, kind, old_ident, ident, value, ttl):
+        # One transaction, one commit (on SQLite the commit is most of a write's cost).
+        with self._database.own_transaction(self._held()) as connection:
+            self._delete.execute(connection, {"entry_key": key(kind, old_ident)})
+            self._put.execute(connection, {"entry_key": key(kind, ident), "value": json.dumps(value),
+                                          "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
+
     def incr(self, kind, ident, ttl, amount=1):
         now = utcnow()
         with self._database.own_transaction(self._held()) as connection:
@@ -134,6 +145,10 @@ class SQLStore:
         with self._database.own_reads(self._held()) as connection:
             row = self._get.first(connection, {"entry_key": key(kind, ident), "now": utcnow()})
         return int(row["value"]) if row is not None else 0
+
+    def counts(self, *entries):
+        # On SQLite a read is no round trip; production runs this store on Redis (DESIGN.md), not here.
+        return [self.count(kind, ident) for kind, ident in entries]
 
     def purge_expired(self) -> int:
         with self._engine.begin() as connection:
@@ -215,6 +230,12 @@ class RedisStore:
     def delete(self, kind, ident):
         self._redis.delete(self._k(kind, ident))
 
+    def replace(self, kind, old_ident, ident, value, ttl):
+        pipe = self._redis.pipeline()  # MULTI ... EXEC: one round trip, both or neither
+        pipe.delete(self._k(kind, old_ident))
+        pipe.set(self._k(kind, ident), json.dumps(value), ex=ttl)
+        pipe.execute()
+
     def incr(self, kind, ident, ttl, amount=1):
         k = self._k(kind, ident)
         pipe = self._redis.pipeline()
@@ -226,6 +247,10 @@ class RedisStore:
     def count(self, kind, ident):
         raw = self._redis.get(self._k(kind, ident))
         return int(raw) if raw is not None else 0
+
+    def counts(self, *entries):
+        return [int(raw) if raw is not None else 0
+                for raw in self._redis.mget([self._k(kind, ident) for kind, ident in entries])]
 
     def ping(self):
         return bool(self._redis.ping())

@@ -172,3 +172,33 @@ def test_session_id_rotates_at_login(app, client, factory):
         "scope": "openid", "state": "fx", "prompt": "none"})
     assert query(attacker.get(url).location).get("error") == "login_required"
     assert query(client.get(url).location).get("code")  # the victim's new id is signed in
+
+
+def test_the_password_step_reads_its_counters_and_moves_its_session_in_one_go(app, client, factory, monkeypatch):
+    # Round trips on Redis: the account's and the address's failure counts in one read, and the session's move
+    # to its new id (the old id's data deleted, the new one's written) in one write.
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    path, page = _login_page(rp)
+    store, calls, depth = app.extensions["idp"].store, [], [0]
+
+    def recording(name, real):
+        def record(*args, **kwargs):
+            if not depth[0]:  # what the sign-in asks of the store, not how the SQL store answers it
+                calls.append((name, args if name == "counts" else args[0]))
+            depth[0] += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return record
+
+    for name in ("count", "counts", "delete", "replace", "put"):
+        monkeypatch.setattr(store, name, recording(name, getattr(store, name)))
+    before = client.get_cookie("idp_session").value
+    response = _post(rp, path, page, email=identity.email, password="Velvet-Harbour-Compass-77")
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    counters = [c for c in calls if c[0] in ("count", "counts")]
+    assert counters == [("counts", (("login_ip_failures", "127.0.0.1"), ("login_failures", identity.email)))], calls
+    assert [c for c in calls if c[1] == "session"] == [("replace", "session")], calls
+    assert client.get_cookie("idp_session").value != before

@@ -53,6 +53,26 @@ def test_put_get_delete(store):
     assert store.get("thing", key) is None
 
 
+def test_replace_puts_the_new_and_deletes_the_old(store):
+    old, new = ident(), ident()
+    store.put("session", old, {"who": "before"}, 60)
+    store.replace("session", old, new, {"who": "after", "n": [1]}, 60)
+    assert store.get("session", old) is None
+    assert store.get("session", new) == {"who": "after", "n": [1]}
+    store.replace("session", ident(), old, {"who": "again"}, 1)  # an old id already gone is no error
+    assert store.get("session", old) == {"who": "again"}
+    time.sleep(1.2)
+    assert store.get("session", old) is None  # the new entry's own time to live
+
+
+def test_counts_reads_each_counter(store):
+    counted, empty = ident(), ident()
+    store.incr("login_failures", counted, 60, amount=3)
+    store.incr("login_ip_failures", counted, 60)
+    assert store.counts(("login_failures", counted), ("login_ip_failures", counted), ("login_failures", empty)) \
+        == [3, 1, 0]
+
+
 def test_kinds_do_not_collide(store):
     key = ident()
     store.put("code", key, {"kind": "code"}, 60)
