@@ -280,6 +280,10 @@ def _start_interaction(params: MultiDict, client_id: str, pushed: bool = False) 
     }, runtime().settings.interaction_ttl)
     bound = [i for i in session.get("interactions", []) if i != interaction_id]
     session["interactions"] = (bound + [interaction_id])[-MAX_BOUND_INTERACTIONS:]
+    # Every interaction page is a form: the session gets its CSRF secret in this write, which binds the
+    # interaction, not in a store write of its own when the first page renders. Flask-WTF keeps the secret under
+    # the field's name and signs whatever it finds there.
+    session.setdefault(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), secrets.token_hex(20))
     return interaction_id
 
 

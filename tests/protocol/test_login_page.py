@@ -136,6 +136,26 @@ def test_the_password_step_reads_its_request_once_and_marks_it_signed_in(app, cl
     assert response.status_code == 302 and response.location.endswith("/consent"), response.location
 
 
+def test_showing_the_login_page_writes_nothing(app, client, factory, monkeypatch):
+    # The session got its CSRF secret when the authorization request bound its interaction to it: the page
+    # renders its form without a store write (a round trip on Redis, a commit on SQLite), and the form posts.
+    identity = factory.identity()
+    rp = make_rp(client, factory)
+    response = rp.follow(rp.authorize())
+    path = path_of(response.location)
+    store, writes = app.extensions["idp"].store, []
+    for name in ("put", "replace", "delete", "incr", "consume"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *args, _name=name, _real=real, **kw: (
+            writes.append((_name, args[0])), _real(*args, **kw))[1])
+    page = rp.browser.get(path)
+    assert page.status_code == 200 and 'name="csrf_token"' in page.get_data(as_text=True)
+    assert writes == []
+    monkeypatch.undo()
+    response = rp.follow(_post(rp, path, page, email=identity.email, password="Velvet-Harbour-Compass-77"))
+    assert response.status_code == 302 and response.location.endswith("/consent"), response.location
+
+
 def test_login_page_cannot_be_framed(client, factory):
     rp = make_rp(client, factory)
     _, page = _login_page(rp)
