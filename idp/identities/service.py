@@ -109,10 +109,10 @@ _REHASH = DirectStatement(update(_IDENTITIES).where(_IDENTITIES.c.id == bindpara
 
 def authenticate_sign_in(database: Database, hasher: PasswordHasher, email: str, password: str) -> SignIn:
     """``authenticate`` for the sign-in page, which changes nothing on the person but an outdated hash: the
-    person and whether they have an authenticator in one direct statement, not two ORM loads (about a tenth
-    of the sign-in page's CPU, and on PostgreSQL a round trip; bench/README.md). The account pages, which
-    change the person in the same session, keep ``authenticate``. The same refusal, after the same work, for an
-    unknown e-mail, a wrong password and a disabled identity."""
+    person and whether they have an authenticator in one direct statement, not two ORM loads (5 % of a
+    sign-in's instructions in process, and on PostgreSQL a round trip; bench/README.md). The account pages,
+    which change the person in the same session, keep ``authenticate``. The same refusal, after the same work,
+    for an unknown e-mail, a wrong password and a disabled identity."""
     row = database.read(_SIGN_IN, {"email": normalize_email(email)}) if valid_email(email) else None
     new_hash = _verify(hasher, row["password_hash"] if row else None, row is None or row["disabled"], password)
     if new_hash:
