@@ -9,7 +9,7 @@ the pattern on the histogram of the trigram index's expression. At the default s
 inner bounds: a fragment that none of them happens to contain is estimated at the planner's floor (one row in
 10,000), though it may match one name in twenty. Believing it rare, the planner then probes the person's
 memberships once per matching agreement of the whole table instead of hashing them (bench/README.md: 5,032
-probes and 42-69 ms for "bakery" with 100,000 agreements, against 20-28 ms hashed). A thousand bounds resolve
+probes and 42-69 ms for "bakery" with 100,000 agreements, against 17-28 ms hashed). A thousand bounds resolve
 fragments down to about one name in a thousand. ANALYZE applies it now rather than at autovacuum's next visit.
 """
 
