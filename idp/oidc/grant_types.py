@@ -154,8 +154,9 @@ class IdTokenMixin:
     def encode_id_token(self, token, request):
         """Authlib's ``OpenIDCode.encode_id_token`` (the same claims in the same order, the same header), signed by
         ``tokens.CompactSigner`` instead of joserfc's ``jwt.encode``: the key set, algorithm and header checks it
-        repeats per token cost about 120,000 instructions, 1 % of a code exchange or refresh (bench/README.md). An algorithm the
-        signer does not take goes to Authlib. tests/protocol/test_id_token_signing.py compares the two."""
+        repeats per token cost about 120,000 instructions, 1 % of a code exchange or refresh (bench/README.md).
+        An algorithm the signer does not take goes to Authlib. tests/protocol/test_id_token_signing.py compares
+        the two."""
         alg = self.get_client_algorithm(request.client)
         if alg not in COMPACT_ALGORITHMS or self.get_encode_header(request.client) != {"alg": alg}:
             return super().encode_id_token(token, request)

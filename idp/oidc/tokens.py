@@ -104,12 +104,13 @@ class CompactSigner:
     """ES256 or RS256 JWS compact serialisation (RFC 7515 §7.1) with one key, for the access tokens and ID tokens
     this IdP signs.
 
-    joserfc's ``jwt.encode`` takes any key set, algorithm and header and checks them all on every call: for
-    ES256 about twice the cost of the signature itself, for RS256 about 120,000 instructions a token, for a header that is the
-    same for every token until the key rotates. Here the header is encoded once per key and the signature comes
-    from ``cryptography`` (the same OpenSSL call joserfc makes): RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518
-    §3.3), or ECDSA P-256 written as §3.4's 64-byte r || s. The claims are encoded as joserfc encodes them
-    (compact separators, UTF-8). Logout tokens and everything that verifies still go through joserfc.
+    joserfc's ``jwt.encode`` takes any key set, algorithm and header and checks them all on every call (for
+    ES256 about twice the cost of the signature itself, for RS256 about 120,000 instructions a token), for a
+    header that is the same for every token until the key rotates. Here the header is encoded once per key and
+    the signature comes from ``cryptography`` (the same OpenSSL call joserfc makes): RSASSA-PKCS1-v1_5 with
+    SHA-256 (RFC 7518 §3.3), or ECDSA P-256 written as §3.4's 64-byte r || s. The claims are encoded as joserfc
+    encodes them (compact separators, UTF-8). Logout tokens and everything that verifies still go through
+    joserfc.
     """
 
     def __init__(self, keyset, typ: str):
