@@ -70,19 +70,21 @@ def authenticate(session: Session, hasher: PasswordHasher, email: str, password:
     """
     identity = find_by_email(session, email) if valid_email(email) else None
     new_hash = _verify(hasher, identity.password_hash if identity else None, identity is None or identity.disabled,
-                       password)
+                       password, identity.id if identity else None)
     if new_hash:
         identity.password_hash = new_hash
         session.commit()
     return identity
 
 
-def _verify(hasher: PasswordHasher, stored: str | None, refused: bool, password: str) -> str | None:
+def _verify(hasher: PasswordHasher, stored: str | None, refused: bool, password: str,
+            identity_id: str | None) -> str | None:
     """Check the password against ``stored`` (one full hash computation whether or not there is one); returns
-    a new hash if the stored one's parameters are outdated. Raises InvalidCredentialsError."""
+    a new hash if the stored one's parameters are outdated. Raises InvalidCredentialsError, whose details name
+    the person the e-mail belongs to, if any, for the audit trail (its message is the same either way)."""
     ok, new_hash = hasher.verify(normalize_password(password[:MAX_PASSWORD_LENGTH]), stored)
     if not ok or refused:
-        raise InvalidCredentialsError()
+        raise InvalidCredentialsError(identity_id=identity_id)
     return new_hash
 
 
@@ -114,7 +116,8 @@ def authenticate_sign_in(database: Database, hasher: PasswordHasher, email: str,
     which change the person in the same session, keep ``authenticate``. The same refusal, after the same work,
     for an unknown e-mail, a wrong password and a disabled identity."""
     row = database.read(_SIGN_IN, {"email": normalize_email(email)}) if valid_email(email) else None
-    new_hash = _verify(hasher, row["password_hash"] if row else None, row is None or row["disabled"], password)
+    new_hash = _verify(hasher, row["password_hash"] if row else None, row is None or row["disabled"], password,
+                       row["id"] if row else None)
     if new_hash:
         with database.own_transaction(held=True) as connection:
             _REHASH.execute(connection, {"identity_id": row["id"], "password_hash": new_hash, "now": utcnow()})

@@ -52,14 +52,13 @@ def _password_form(client, next_url: str | None, interaction_id: str | None, log
             account = identities.normalize_email(email)
             try:
                 identity = identities.authenticate_sign_in(runtime().db, runtime().passwords, email, password)
-            except InvalidCredentialsError:
+            except InvalidCredentialsError as refused:
                 # The same words for an unknown e-mail and a wrong password.
                 error, status = _("The e-mail address or the password is not correct."), 401
                 failures = throttle.failed(runtime().store, account, request.remote_addr)
                 observability.LOGINS.labels("failed").inc()
-                known = identities.find_by_email(db_session(), account)
                 audit.record(db_session(), "identity.locked" if failures == throttle.LOCK_AFTER
-                             else "identity.login_failed", subject=known.id if known else None,
+                             else "identity.login_failed", subject=refused.details.get("identity_id"),
                              reason="invalid_credentials", origin=origin(), commit=True, email=account)
             else:
                 throttle.succeeded(runtime().store, account, verdict)

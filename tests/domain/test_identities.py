@@ -52,6 +52,8 @@ def test_unknown_email_and_wrong_password_raise_the_same(factory, authenticate):
     with pytest.raises(InvalidCredentialsError) as malformed:
         authenticate("not an address", PASSWORD)
     assert str(wrong.value) == str(unknown.value) == str(malformed.value)
+    # For the audit trail only: whose account a wrong password was tried on.
+    assert (wrong.value.details["identity_id"], unknown.value.details["identity_id"]) == (identity.id, None)
 
 
 def test_disabled_identity_cannot_log_in(db, factory, authenticate):
