@@ -98,8 +98,7 @@ class SQLStore:
 
     def put(self, kind, ident, value, ttl):
         with self._database.own_transaction(self._held()) as connection:
-            self._put.execute(connection, {"entry_key": key(kind, ident), "value": json.dumps(value),
-                                          "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
+            self._put.execute(connection, _entry(kind, ident, value, ttl))
 
     def get(self, kind, ident):
         with self._database.own_reads(self._held()) as connection:
@@ -131,8 +130,7 @@ class SQLStore:
         # One transaction, one commit (on SQLite the commit is most of a write's cost).
         with self._database.own_transaction(self._held()) as connection:
             self._delete.execute(connection, {"entry_key": key(kind, old_ident)})
-            self._put.execute(connection, {"entry_key": key(kind, ident), "value": json.dumps(value),
-                                          "expires_at": utcnow() + dt.timedelta(seconds=ttl)})
+            self._put.execute(connection, _entry(kind, ident, value, ttl))
 
     def incr(self, kind, ident, ttl, amount=1):
         now = utcnow()
@@ -157,6 +155,12 @@ class SQLStore:
 
     def ping(self):
         return True
+
+
+def _entry(kind: str, ident: str, value: dict, ttl: int) -> dict:
+    """The binds of ``SQLStore``'s upsert of one entry."""
+    return {"entry_key": key(kind, ident), "value": json.dumps(value),
+            "expires_at": utcnow() + dt.timedelta(seconds=ttl)}
 
 
 def _incr_statement(dialect: str):
